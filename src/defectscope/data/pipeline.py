@@ -1,0 +1,216 @@
+"""The one tf.data input pipeline used by training, evaluation and prediction.
+
+A source is either a TFRecord folder written by ``defectscope convert`` (recognised by its
+``manifest.json``) or a dataset root as :mod:`defectscope.data.layout` understands it. Both give
+the same elements: ``(image, label)`` or ``(image, label, source_id)``, where ``image`` is a
+float32 ``(size, size, 3)`` tensor in [0, 255]. Pixel scaling for the backbone belongs to the
+model, not to this pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from defectscope.data.augment import AugmentConfig, augment_image
+from defectscope.data.images import DEFAULT_MAX_PIXELS, decode_image_tensor, read_canonical_image
+from defectscope.data.layout import Problem, discover_dataset
+from defectscope.data.records import iter_records
+from defectscope.data.tfrecord_features import (
+    IMAGE_CLASS_LABEL,
+    IMAGE_ENCODED,
+    IMAGE_SOURCE_ID,
+    parse_example,
+)
+from defectscope.data.tfrecord_writer import MANIFEST_NAME
+
+log = logging.getLogger(__name__)
+
+
+class DataSourceError(ValueError):
+    """A data source that cannot be read (missing split, incomplete conversion...)."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One split of a dataset: where its images are, its classes and size."""
+
+    path: Path
+    kind: str  # "tfrecord" or "folder"
+    split: str
+    classes: tuple[str, ...]
+    num_examples: int
+    files: tuple[str, ...]  # shard files, or image files (folder source)
+    labels: tuple[int, ...] = ()  # folder source only
+    source_ids: tuple[str, ...] = ()  # folder source only
+    problems: tuple[Problem, ...] = ()
+
+
+def is_tfrecord_folder(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """Load a conversion manifest; a folder without one is an incomplete conversion."""
+    manifest_path = Path(folder) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise DataSourceError(
+            f"{folder}: no {MANIFEST_NAME}; the conversion is missing or was interrupted. "
+            "Run `defectscope convert` again."
+        )
+    return json.loads(manifest_path.read_text())
+
+
+def _tfrecord_source(folder: Path, split: str) -> DataSource:
+    manifest = read_manifest(folder)
+    if split not in manifest["splits"]:
+        raise DataSourceError(
+            f"{folder}: no split {split!r}; the manifest has {sorted(manifest['splits'])}"
+        )
+    info = manifest["splits"][split]
+    files = []
+    for shard in info["shards"]:
+        shard_path = folder / shard["file"]
+        if not shard_path.is_file() or shard_path.stat().st_size != shard["num_bytes"]:
+            raise DataSourceError(f"{shard_path}: missing or not the size the manifest records")
+        files.append(str(shard_path))
+    return DataSource(
+        folder, "tfrecord", split, tuple(manifest["classes"]), info["num_records"], tuple(files)
+    )
+
+
+def _folder_source(root: Path, split: str, val_fraction: float, workers: int) -> DataSource:
+    index = discover_dataset(root, val_fraction=val_fraction)
+    if split not in index.samples:
+        raise DataSourceError(f"{root}: no split {split!r}; found {index.splits}")
+    label_map = index.label_map()
+    kept, problems = [], list(index.problems)
+    for sample, record, sample_problems in iter_records(index.samples[split], label_map, workers):
+        problems.extend(sample_problems)
+        if record is not None:
+            kept.append(sample)
+    for problem in problems:
+        if problem.severity == "error":
+            log.warning("skipped %s: %s", problem.path, problem.message)
+    return DataSource(
+        path=index.root,
+        kind="folder",
+        split=split,
+        classes=tuple(index.classes),
+        num_examples=len(kept),
+        files=tuple(str(s.image_path) for s in kept),
+        labels=tuple(label_map[s.class_name] for s in kept),
+        source_ids=tuple(s.source_id for s in kept),
+        problems=tuple(problems),
+    )
+
+
+def open_source(
+    path: str | Path, split: str = "train", val_fraction: float = 0.2, workers: int = 2
+) -> DataSource:
+    """Open one split of a TFRecord folder or dataset root (folder images are validated once)."""
+    path = Path(path)
+    if is_tfrecord_folder(path):
+        return _tfrecord_source(path, split)
+    return _folder_source(path, split, val_fraction, workers)
+
+
+def _read_canonical_bytes(path):
+    return read_canonical_image(path.numpy().decode("utf-8"), DEFAULT_MAX_PIXELS).encoded
+
+
+def _encoded_dataset(source: DataSource, shuffle: bool, seed: int | None):
+    """Elements ``(encoded bytes, label, source_id)`` in the order of the source."""
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    if source.kind == "tfrecord":
+        files = tf.data.Dataset.from_tensor_slices(list(source.files))
+        if shuffle:
+            files = files.shuffle(len(source.files), seed=seed)
+        records = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(source.files), 4),
+            num_parallel_calls=autotune,
+            deterministic=True,
+        )
+
+        def from_example(serialized):
+            parsed = parse_example(serialized)
+            label = tf.cast(parsed[IMAGE_CLASS_LABEL], tf.int32)
+            return parsed[IMAGE_ENCODED], label, parsed[IMAGE_SOURCE_ID]
+
+        return records.map(from_example, num_parallel_calls=autotune)
+
+    slices = (list(source.files), list(source.labels), list(source.source_ids))
+    items = tf.data.Dataset.from_tensor_slices(slices)
+
+    def from_file(path, label, source_id):
+        encoded = tf.py_function(_read_canonical_bytes, [path], tf.string)
+        encoded.set_shape([])
+        return encoded, label, source_id
+
+    return items.map(from_file, num_parallel_calls=autotune)
+
+
+def preprocess_encoded(encoded, image_size: int):
+    """Canonical bytes -> float32 ``(image_size, image_size, 3)`` in [0, 255]. Shared by all."""
+    import tensorflow as tf
+
+    image = tf.cast(decode_image_tensor(encoded), tf.float32)
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def create_dataset(
+    source: DataSource | str | Path,
+    split: str = "train",
+    image_size: int = 200,
+    batch_size: int = 32,
+    training: bool = False,
+    augment: AugmentConfig | None = None,
+    seed: int | None = None,
+    with_ids: bool = False,
+    shuffle_buffer: int = 2048,
+):
+    """Batched ``(images, labels[, source_ids])`` for one split.
+
+    ``training`` shuffles (seeded) and applies ``augment`` (default :class:`AugmentConfig`);
+    evaluation order is the source's own. Pass ``augment=AugmentConfig(flip=False, ...)`` to
+    tune it, or ``training=False`` for clean images.
+    """
+    import tensorflow as tf
+
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if not isinstance(source, DataSource):
+        source = open_source(source, split)
+    if source.num_examples == 0:
+        raise DataSourceError(f"{source.path}: split {source.split!r} holds no usable image")
+    autotune = tf.data.AUTOTUNE
+    dataset = _encoded_dataset(source, shuffle=training, seed=seed)
+    if training:
+        dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples), seed=seed)
+
+    def decode(encoded, label, source_id):
+        return preprocess_encoded(encoded, image_size), label, source_id
+
+    dataset = dataset.map(decode, num_parallel_calls=autotune)
+    if training:
+        config = augment or AugmentConfig()
+        noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def augmented(element, pair_seed):
+            image, label, source_id = element
+            return augment_image(image, pair_seed, config), label, source_id
+
+        dataset = tf.data.Dataset.zip((dataset, noise_seeds)).map(
+            augmented, num_parallel_calls=autotune
+        )
+    if not with_ids:
+        dataset = dataset.map(lambda image, label, _: (image, label))
+    return dataset.batch(batch_size).prefetch(autotune)
