@@ -31,6 +31,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 def _summarise_conversion(manifest: dict, out: Path, seconds: float) -> None:
     for split, info in manifest["splits"].items():
         counts = ", ".join(f"{c} {n}" for c, n in info["class_counts"].items())
@@ -39,7 +43,7 @@ def _summarise_conversion(manifest: dict, out: Path, seconds: float) -> None:
             f"{len(info['shards'])} shards ({counts})"
         )
     for skipped in manifest["skipped"]:
-        log.warning("skipped %s: %s", skipped["path"], skipped["reason"])
+        _warn(f"skipped {skipped['path']}: {skipped['reason']}")
     noted = [p for p in manifest["problems"] if p["severity"] != "error"]
     if noted:
         kinds: dict[str, int] = {}

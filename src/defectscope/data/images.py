@@ -71,7 +71,9 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(name, f"refused as a possible decompression bomb ({err})") from None
+    except UnidentifiedImageError:
         raise ImageDecodeError(name, "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(name, f"not a readable image ({err})") from None

@@ -49,7 +49,9 @@ class DataSource:
 
 
 def is_tfrecord_folder(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST_NAME).is_file()
+    """A folder written by ``convert``: a manifest, or shards left by an interrupted run."""
+    path = Path(path)
+    return (path / MANIFEST_NAME).is_file() or any(path.glob("*.tfrecord"))
 
 
 def read_manifest(folder: str | Path) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_canonical_image
 from defectscope.data.layout import Problem, Sample
@@ -18,12 +17,13 @@ def _boxes(
 ) -> tuple[tuple[BoxRecord, ...], list[Problem]]:
     path = str(sample.annotation_path)
     problems = [Problem(path, "bad_object", note) for note in annotation.warnings]
-    if annotation.filename and Path(annotation.filename).stem != sample.image_path.stem:
+    if annotation.filename and annotation.filename != sample.image_path.name:
         problems.append(
             Problem(
                 path,
                 "filename_mismatch",
-                f"<filename> {annotation.filename!r} differs from the file stem; paired by stem",
+                f"<filename> {annotation.filename!r} is not {sample.image_path.name!r}; "
+                "paired by file stem",
                 "info",
             )
         )

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny synthetic datasets, and the real NEU-DET data and weights when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+NEU_ROOT = Path(os.environ.get("DEFECTSCOPE_NEU_ROOT", SHARED / "data" / "NEU-DET"))
+XCEPTION_WEIGHTS = Path(
+    os.environ.get(
+        "DEFECTSCOPE_XCEPTION_WEIGHTS", SHARED / "weights" / "xception_imagenet_notop.weights.h5"
+    )
+)
+
+
+REQUIRE_REAL_DATA = os.environ.get("DEFECTSCOPE_REQUIRE_REAL_DATA") == "1"
+
+
+def _missing(message: str) -> None:
+    """Skip on a user's machine; fail where real data is required (CI)."""
+    if REQUIRE_REAL_DATA:
+        pytest.fail(f"{message}, and DEFECTSCOPE_REQUIRE_REAL_DATA=1")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def neu_root() -> Path:
+    """The real NEU-DET dataset (``DEFECTSCOPE_NEU_ROOT``); skips when it is not on this machine."""
+    if not (NEU_ROOT / "train" / "images").is_dir():
+        _missing(f"real NEU-DET not found at {NEU_ROOT} (set DEFECTSCOPE_NEU_ROOT)")
+    return NEU_ROOT
+
+
+@pytest.fixture(scope="session")
+def xception_weights() -> Path:
+    """The ImageNet Xception weights (``DEFECTSCOPE_XCEPTION_WEIGHTS``); skips when absent."""
+    if not XCEPTION_WEIGHTS.is_file():
+        _missing(
+            f"Xception weights not found at {XCEPTION_WEIGHTS} (set DEFECTSCOPE_XCEPTION_WEIGHTS)"
+        )
+    return XCEPTION_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean Kaggle-layout synthetic dataset: 6 classes x (4 train, 2 validation), 64 px."""
+    from defectscope.data.synthetic import synthesize_dataset
+
+    return synthesize_dataset(tmp_path_factory.mktemp("synthetic"), 4, 2, image_size=64, seed=1)
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset, safe to damage."""
+    import shutil
+
+    return Path(shutil.copytree(synthetic_root, tmp_path / "dataset"))
