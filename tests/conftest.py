@@ -61,3 +61,40 @@ def synthetic_copy(synthetic_root: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(synthetic_root, tmp_path / "dataset"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_records(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TFRecords of the synthetic dataset (2 shards per split)."""
+    from defectscope.data.tfrecord_writer import convert_dataset
+
+    out = tmp_path_factory.mktemp("records")
+    convert_dataset(synthetic_root, out, num_shards=2)
+    return out
+
+
+def tiny_config(data: Path, out: Path, **overrides):
+    """A run that takes seconds: random 71 px Xception, 2 head epochs, 1 fine-tuning epoch."""
+    from defectscope.training.config import resolve_config
+
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "weights": "none",
+        "image_size": 71,
+        "batch_size": 8,
+        "head": {"epochs": 2, "batch_size": 8},
+        "finetune": {"epochs": 1, "unfreeze_from": "block14", "patience": 0},
+    }
+    values.update(overrides)
+    return resolve_config(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_records: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny training run folder, shared by evaluation and prediction tests."""
+    from defectscope.training.trainer import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(synthetic_records, run))
+    return run

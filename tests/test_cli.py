@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from defectscope import __version__
@@ -52,12 +53,19 @@ def test_inspect_of_an_interrupted_conversion_fails_clearly(tmp_path: Path) -> N
     assert "interrupted" in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--per-class", "4"])
+    demo = tmp_path / "demo"
+    args = ["demo", "--out", str(demo), "--per-class", "4", "--epochs", "1"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "demo" / "tfrecords" / "manifest.json").is_file()
-    assert (tmp_path / "demo" / "samples.png").is_file()
+    assert (demo / "tfrecords" / "manifest.json").is_file()
+    assert (demo / "samples.png").is_file()
     assert "unreadable_image (error): 2" in result.output
+    assert (demo / "run" / "evaluation" / "confusion_matrix.png").is_file()
+    lines = (demo / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 1 + 12 + 1  # header, 2 validation images per class, the truncated file
+    assert "truncated" in lines[-1].lower()
 
 
 def test_console_script_is_installed() -> None:
@@ -65,3 +73,87 @@ def test_console_script_is_installed() -> None:
     assert executable.is_file(), f"no console script beside {sys.executable}"
     completed = subprocess.run([executable, "version"], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == __version__
+
+
+def test_evaluate_writes_the_report(
+    tiny_run: Path, synthetic_records: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--model",
+        str(tiny_run),
+        "--data",
+        str(synthetic_records),
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 12
+    assert f"accuracy {metrics['accuracy']:.4f}" in result.output
+    assert {"accuracy", "macro_f1", "classes", "confusion_matrix", "per_class"} <= set(metrics)
+
+
+def test_evaluate_refuses_other_classes(tiny_run: Path, tmp_path: Path) -> None:
+    from defectscope.data.synthetic import synthesize_dataset
+
+    other = synthesize_dataset(
+        tmp_path / "two", 2, 1, image_size=64, classes=("crazing", "patches")
+    )
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_run), "--data", str(other)])
+    assert result.exit_code == 2
+    assert "differ from the model's" in result.output
+
+
+def test_predict_mixes_good_and_bad_sources(
+    tiny_run: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "predictions.csv"
+    folder = synthetic_root / "validation" / "images" / "crazing"
+    args = [
+        "predict",
+        str(folder),
+        str(broken),
+        "missing.png",
+        "--model",
+        str(tiny_run),
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2 of 4 images predicted" in result.output
+    assert "warning: missing.png: no such file or folder" in result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 5
+    assert any(line.startswith(str(broken)) and "not a readable image" in line for line in lines)
+
+
+def test_predict_with_nothing_predictable_fails(tiny_run: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(bad), "--model", str(tiny_run)])
+    assert result.exit_code == 1
+    assert "no image could be predicted" in result.output
+
+
+def test_train_needs_data_and_refuses_unknown_weights(
+    tmp_path: Path, synthetic_records: Path
+) -> None:
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--data is required" in result.output
+    args = [
+        "train",
+        "--data",
+        str(synthetic_records),
+        "--out",
+        str(tmp_path / "r2"),
+        "--weights",
+        "w.h5",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "weights file not found: 'w.h5'" in result.output

@@ -25,7 +25,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}")
+    # the temporary keeps the suffix, for writers that insist on one (Keras' ".keras")
+    temp = final.with_name(f".{final.name}{TEMP_MARKER}{os.getpid()}{final.suffix}")
     try:
         yield temp
         _fsync_file(temp)

@@ -108,28 +108,166 @@ def inspect(
 
 
 @app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="Dataset root or TFRecord folder.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder to create.")] = Path("runs/train"),
+    config: Annotated[
+        str | None, typer.Option(help="YAML config file or preset name (default, demo, ...).")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet | none | PATH to xception .weights.h5")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (phase 2).")] = None,
+    head_epochs: Annotated[int | None, typer.Option(help="Head epochs (phase 1).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Fine-tuning batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for a repeatable run.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run folder from its last epoch.")
+    ] = None,
+) -> None:
+    """Transfer learning: head on cached features, then fine-tuning; evaluates at the end."""
+    from defectscope.training.config import resolve_config
+    from defectscope.training.trainer import RunFolderError
+    from defectscope.training.trainer import train as run_training
+
+    try:
+        if resume:
+            result = run_training(resolve_config(out=str(resume)), resume=True)
+        else:
+            if data is None:
+                raise _fail("--data is required (or --resume RUN)")
+            overrides = {
+                "data": str(data),
+                "out": str(out),
+                "weights": weights,
+                "image_size": image_size,
+                "batch_size": batch_size,
+                "seed": seed,
+                "finetune": {"epochs": epochs} if epochs is not None else None,
+                "head": {"epochs": head_epochs} if head_epochs is not None else None,
+            }
+            result = run_training(resolve_config(config, **overrides))
+    except (RunFolderError, FileNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
+    metrics = result.metrics
+    typer.echo(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
+        f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f}, "
+        f"{result.seconds / 60:.1f} min -> {result.run_dir}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Run folder or .keras file.")],
+    data: Annotated[Path, typer.Option(help="Dataset root or TFRecord folder.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "validation",
+    out: Annotated[Path, typer.Option(help="Folder for metrics and pictures.")] = Path(
+        "runs/evaluate"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
+    from defectscope.data.pipeline import DataSourceError
+    from defectscope.evaluation.evaluate import ClassMismatchError
+    from defectscope.evaluation.evaluate import evaluate as run_evaluation
+    from defectscope.inference.classifier import ModelLoadError
+
+    try:
+        metrics = run_evaluation(model, data, split, out, batch_size)
+    except (ModelLoadError, DataSourceError, DatasetLayoutError, ClassMismatchError) as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
+        f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f} -> {out}/report.md"
+    )
+
+
+@app.command()
+def predict(
+    sources: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs.")],
+    model: Annotated[Path, typer.Option(help="Run folder or .keras file.")],
+    out: Annotated[Path | None, typer.Option(help="Write results to .csv or .json.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Classify images; a bad file gets a row with its error and the rest are still predicted."""
+    from defectscope.inference.classifier import (
+        ModelLoadError,
+        Prediction,
+        expand_sources,
+        load_model,
+    )
+    from defectscope.inference.writers import write_predictions
+
+    if out is not None and out.suffix not in (".csv", ".json"):
+        raise _fail(f"--out must end in .csv or .json, got {str(out)!r}")
+    try:
+        classifier = load_model(model)
+    except ModelLoadError as err:
+        raise _fail(str(err)) from None
+    paths, results = [], []
+    for item in expand_sources(sources):
+        if isinstance(item, tuple):
+            _warn(f"{item[0]}: {item[1]}")
+            results.append(Prediction(path=item[0], error=item[1]))
+        else:
+            paths.append(item)
+    for prediction in classifier.iter_predict(
+        paths, batch_size, min(top_k, len(classifier.classes))
+    ):
+        results.append(prediction)
+        if prediction.ok:
+            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
+        else:
+            _warn(f"{prediction.path}: {prediction.error}")
+    if out is not None:
+        write_predictions(results, out)
+    predicted = sum(p.ok for p in results)
+    typer.echo(f"{predicted} of {len(results)} images predicted" + (f" -> {out}" if out else ""))
+    if not predicted:
+        raise _fail("no image could be predicted", 1)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "runs/demo"
     ),
     per_class: Annotated[int, typer.Option(min=2, help="Training images per class.")] = 40,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 14,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset and the run.")] = 0,
 ) -> None:
-    """Run the whole flow offline on a synthetic NEU-like dataset."""
+    """The whole flow offline on a synthetic NEU-like dataset: convert, inspect, train, predict."""
     from defectscope.data.synthetic import add_quirks, synthesize_dataset
 
-    dataset = out / "dataset"
-    if dataset.exists():
-        shutil.rmtree(dataset)
-    typer.echo(f"[1/3] synthesising a NEU-like dataset in {dataset}")
+    if out.exists():
+        shutil.rmtree(out)
+    dataset, records, run = out / "dataset", out / "tfrecords", out / "run"
+    typer.echo(f"[1/5] synthesising a NEU-like dataset in {dataset}")
     synthesize_dataset(dataset, per_class, max(2, per_class // 4), seed=seed)
     planted = add_quirks(dataset)
     typer.echo(f"      planted {len(planted)} broken or stray files to show the problem report")
-    typer.echo(f"[2/3] convert -> {out / 'tfrecords'}")
-    convert(data=dataset, out=out / "tfrecords", shards=2, workers=os.cpu_count() or 1)
-    typer.echo(f"[3/3] inspect {out / 'tfrecords'}")
-    inspect(out / "tfrecords", grid=out / "samples.png", json_out=out / "inspect.json", samples=6)
-    typer.echo(f"done: sample grid {out / 'samples.png'}, report {out / 'inspect.json'}")
+    typer.echo(f"[2/5] convert -> {records}")
+    convert(data=dataset, out=records, shards=2, workers=os.cpu_count() or 1)
+    typer.echo(f"[3/5] inspect {records}")
+    inspect(records, grid=out / "samples.png", json_out=out / "inspect.json", samples=6)
+    typer.echo(f"[4/5] train (preset 'demo': 96 px, random init, {epochs} epochs) -> {run}")
+    train(data=records, out=run, config="demo", epochs=epochs, seed=seed)
+    typer.echo(
+        f"[5/5] predict the validation images and the broken files -> {out / 'predictions.csv'}"
+    )
+    predict(
+        sources=[str(dataset / "validation" / "images"), str(planted[2])],
+        model=run,
+        out=out / "predictions.csv",
+    )
+    typer.echo(
+        f"done. report {run / 'evaluation' / 'report.md'}, confusion matrix "
+        f"{run / 'evaluation' / 'confusion_matrix.png'}, curves {run / 'training_curves.png'}, "
+        f"samples {out / 'samples.png'}"
+    )
 
 
 @app.command()

@@ -215,4 +215,6 @@ def create_dataset(
         )
     if not with_ids:
         dataset = dataset.map(lambda image, label, _: (image, label))
-    return dataset.batch(batch_size).prefetch(autotune)
+    batches = -(-source.num_examples // batch_size)
+    dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
+    return dataset.prefetch(autotune)

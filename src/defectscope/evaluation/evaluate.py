@@ -1,0 +1,32 @@
+"""``evaluate``: a model on one split of a dataset, with every report file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defectscope.data.pipeline import open_source
+from defectscope.evaluation.metrics import predict_source
+from defectscope.evaluation.report import write_evaluation
+from defectscope.inference.classifier import Classifier, load_model
+
+
+class ClassMismatchError(ValueError):
+    """The data's classes are not the model's."""
+
+
+def evaluate(
+    model: str | Path | Classifier,
+    data: str | Path,
+    split: str = "validation",
+    out: str | Path = "runs/evaluate",
+    batch_size: int = 32,
+) -> dict:
+    """Evaluate a run folder, ``.keras`` file or loaded classifier; returns the metrics."""
+    classifier = model if isinstance(model, Classifier) else load_model(model)
+    source = open_source(data, split)
+    if list(source.classes) != classifier.classes:
+        raise ClassMismatchError(
+            f"data classes {list(source.classes)} differ from the model's {classifier.classes}"
+        )
+    result = predict_source(classifier.predict_images, source, classifier.image_size, batch_size)
+    return write_evaluation(result, out, f"{classifier.path} on {data} ({split})")

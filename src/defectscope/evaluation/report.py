@@ -1,0 +1,150 @@
+"""Evaluation outputs: metrics.json, confusion_matrix.png, report.md, misclassified.{csv,png}."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from defectscope.atomic_io import atomic_path, atomic_write_json, atomic_write_text
+from defectscope.evaluation.metrics import EvaluationResult, compute_metrics, misclassified_rows
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Counts and row-normalised recall side by side."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 2.2 + 0.75 * len(classes)
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, values, title, fmt in (
+        (axes[0], matrix, "counts", "d"),
+        (axes[1], normalised, "normalised by true class", ".2f"),
+    ):
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(values):
+            colour = "white" if normalised[i, j] > 0.5 else "black"
+            ax.text(j, i, format(value, fmt), ha="center", va="center", color=colour, fontsize=9)
+        ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+    figure.tight_layout()
+    _save(figure, path)
+    return path
+
+
+def plot_misclassified(result: EvaluationResult, rows: list[dict], path: Path) -> Path:
+    """A grid of the wrong images, titled true -> predicted (confidence)."""
+    plt = _pyplot()
+    shown = [r for r in rows if r["source_id"] in result.mistake_images]
+    columns = min(6, max(1, len(shown)))
+    lines = max(1, -(-len(shown) // columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.9 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, shown, strict=False):
+        ax.imshow(result.mistake_images[row["source_id"]])
+        ax.set_title(
+            f"{Path(row['source_id']).name}\ntrue {row['true']}\n"
+            f"pred {row['predicted']} ({row['confidence']:.2f})",
+            fontsize=8,
+        )
+    if not shown:
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    figure.tight_layout()
+    _save(figure, path)
+    return path
+
+
+def markdown_report(metrics: dict, title: str) -> str:
+    correct = metrics["num_images"] - metrics["num_errors"]
+    lines = [
+        f"# {title}",
+        "",
+        f"- accuracy: **{metrics['accuracy']:.2%}** ({correct}/{metrics['num_images']}, "
+        f"{metrics['num_errors']} errors)",
+        f"- macro F1: **{metrics['macro_f1']:.4f}**",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, values in metrics["per_class"].items():
+        lines.append(
+            f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | "
+            f"{values['f1']:.4f} | {values['support']} |"
+        )
+    classes = metrics["classes"]
+    lines += ["", "Confusion matrix (rows = true, columns = predicted):", ""]
+    lines.append("| true \\ predicted | " + " | ".join(classes) + " |")
+    lines.append("| --- |" + " ---: |" * len(classes))
+    for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    if metrics["num_errors"]:
+        lines += ["Misclassified images: `misclassified.csv`, `misclassified.png`.", ""]
+    return "\n".join(lines)
+
+
+def write_evaluation(
+    result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation"
+) -> dict:
+    """Write every evaluation file into ``out_dir`` (atomically) and return the metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = compute_metrics(result)
+    rows = misclassified_rows(result)
+    atomic_write_json(out / "metrics.json", metrics)
+    plot_confusion_matrix(
+        np.array(metrics["confusion_matrix"]), result.classes, out / "confusion_matrix.png"
+    )
+    buffer = io.StringIO()
+    columns = ["source_id", "true", "predicted", "confidence", "true_probability"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "misclassified.csv", buffer.getvalue())
+    plot_misclassified(result, rows, out / "misclassified.png")
+    atomic_write_text(out / "report.md", markdown_report(metrics, title))
+    return metrics
+
+
+def plot_training_curves(results: list[dict[str, str]], path: str | Path) -> Path:
+    """Loss and accuracy per epoch for both phases (phase 2 continues phase 1's x axis)."""
+    plt = _pyplot()
+    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    offset = 0
+    for phase in dict.fromkeys(r["phase"] for r in results):
+        rows = [r for r in results if r["phase"] == phase]
+        x = [offset + int(r["epoch"]) for r in rows]
+        for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = [float(r[prefix + key]) if r[prefix + key] else np.nan for r in rows]
+                ax.plot(x, values, style, label=f"{phase} {prefix}{key}")
+        offset = x[-1] if x else offset
+    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, Path(path))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Inference: load a trained model and predict images."""

@@ -1,0 +1,114 @@
+"""Xception classifier: pixel scaling inside the model, ImageNet backbone, a small named head.
+
+Layer names are fixed so that checkpoints, feature caches and fine-tuning can address them:
+``pixel_scaling`` -> ``xception`` (backbone) -> ``avg_pool`` -> ``head_dropout`` -> ``predictions``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKBONE_NAME = "xception"
+FEATURES_NAME = "avg_pool"
+DROPOUT_NAME = "head_dropout"
+PREDICTIONS_NAME = "predictions"
+HEAD_LAYERS = (DROPOUT_NAME, PREDICTIONS_NAME)
+XCEPTION_BLOCKS = tuple(f"block{i}" for i in range(1, 15))
+
+
+def resolve_weights(weights: str | Path | None) -> str | None:
+    """``imagenet`` (Keras download), ``none``/None (random) or a path to a ``.weights.h5`` file."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights) == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file not found: {str(weights)!r} (use 'imagenet', 'none' or a path to "
+            "xception_imagenet_notop.weights.h5)"
+        )
+    return str(path)
+
+
+def create_backbone(image_size: int, weights: str | Path | None = "imagenet"):
+    """The Xception feature extractor (no top) for square RGB inputs in [-1, 1]."""
+    import keras
+
+    if image_size < 71:
+        raise ValueError(f"Xception needs image_size >= 71, got {image_size!r}")
+    backbone = keras.applications.Xception(
+        include_top=False,
+        weights=resolve_weights(weights),
+        input_shape=(image_size, image_size, 3),
+    )
+    backbone.name = BACKBONE_NAME
+    return backbone
+
+
+def create_model(
+    num_classes: int,
+    image_size: int = 200,
+    weights: str | Path | None = "imagenet",
+    dropout: float = 0.3,
+):
+    """Xception classifier taking float images in [0, 255] (any entry point feeds those)."""
+    import keras
+
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    backbone = create_backbone(image_size, weights)
+    if resolve_weights(weights) is None:
+        for layer in backbone.layers:  # from scratch: let BN statistics settle within few steps
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="pixel_scaling")(inputs)
+    # Pretrained: BatchNormalization stays in inference mode while fine-tuning (its statistics
+    # come from ImageNet). Random weights: it must learn its statistics, so it follows training.
+    x = backbone(x, training=False if resolve_weights(weights) else None)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURES_NAME)(x)
+    x = keras.layers.Dropout(dropout, name=DROPOUT_NAME)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=PREDICTIONS_NAME)(x)
+    return keras.Model(inputs, outputs, name="defectscope_xception")
+
+
+def create_head_model(model):
+    """A model on pooled features sharing ``model``'s head layers (phase 1 trains it)."""
+    import keras
+
+    features = keras.Input(model.get_layer(FEATURES_NAME).output.shape[1:], name="features")
+    x = model.get_layer(DROPOUT_NAME)(features)
+    return keras.Model(features, model.get_layer(PREDICTIONS_NAME)(x), name="head")
+
+
+def create_feature_extractor(model):
+    """The frozen part of ``model``: images in [0, 255] -> pooled backbone features."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(FEATURES_NAME).output, name="features")
+
+
+def set_trainable_blocks(model, unfreeze_from: str | None) -> int:
+    """Freeze the backbone below ``unfreeze_from`` (``block13``, ``all`` or None for frozen).
+
+    Returns the number of trainable backbone layers. The head is always trainable.
+    """
+    backbone = model.get_layer(BACKBONE_NAME)
+    if unfreeze_from is None or unfreeze_from == "none":
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    if unfreeze_from == "all":
+        return sum(1 for layer in backbone.layers if layer.weights)
+    if unfreeze_from not in XCEPTION_BLOCKS:
+        raise ValueError(
+            f"unfreeze_from must be block1..block14, 'all' or 'none', got {unfreeze_from!r}"
+        )
+    names = [layer.name for layer in backbone.layers]
+    start = next(i for i, name in enumerate(names) if name.startswith(f"{unfreeze_from}_"))
+    for index, layer in enumerate(backbone.layers):
+        layer.trainable = index >= start
+    return sum(1 for layer in backbone.layers[start:] if layer.weights)

@@ -1,0 +1,1 @@
+"""Training: configuration, cached features, callbacks and the two-phase trainer."""

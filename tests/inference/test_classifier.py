@@ -1,0 +1,100 @@
+"""Loading a run or .keras file and predicting files, folders, globs and bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import defectscope
+from defectscope.inference.classifier import ModelLoadError, expand_sources, load_model
+from defectscope.inference.writers import write_predictions
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_run: Path):
+    return defectscope.load_model(tiny_run)
+
+
+def test_run_folder_and_keras_file_load_the_same_model(tiny_run: Path, classifier) -> None:
+    by_file = load_model(tiny_run / "weights" / "best.keras")
+    assert by_file.classes == classifier.classes
+    assert classifier.image_size == 71
+
+
+def test_predictions_follow_the_evaluation_path(
+    classifier, synthetic_root: Path, tmp_path: Path
+) -> None:
+    jpeg = next((synthetic_root / "validation/images/scratches").glob("*.jpg"))
+    grey_bmp = tmp_path / "grey.bmp"
+    Image.open(jpeg).convert("L").save(grey_bmp)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG nonsense")
+    results = classifier.predict([jpeg, grey_bmp, broken], top_k=2)
+    assert [r.ok for r in results] == [True, True, False]
+    good, grey, bad = results
+    assert good.label in classifier.classes and 0.0 < good.confidence <= 1.0
+    assert good.top_k[0][0] == good.label and len(good.top_k) == 2
+    # the JPEG's RGB content is grey, so the grey BMP decodes to near-identical pixels
+    assert grey.label == good.label
+    assert "not a readable image" in bad.error
+    assert bad.to_dict()["label"] == ""
+    assert good.to_dict()["top_k"][0]["label"] == good.label
+
+
+def test_expand_sources_handles_folders_globs_and_misses(synthetic_root: Path) -> None:
+    folder = synthetic_root / "validation" / "images"
+    items = list(
+        expand_sources([folder, str(folder / "crazing" / "*.jpg"), "nowhere.jpg", "none*.png"])
+    )
+    paths = [i for i in items if isinstance(i, Path)]
+    misses = [i for i in items if isinstance(i, tuple)]
+    assert len(paths) == 12 + 2
+    assert misses == [
+        ("nowhere.jpg", "no such file or folder"),
+        ("none*.png", "pattern matches no file"),
+    ]
+
+
+def test_write_predictions_csv_and_json(classifier, synthetic_root: Path, tmp_path: Path) -> None:
+    paths = sorted((synthetic_root / "validation/images/patches").glob("*.jpg"))
+    results = classifier.predict([*paths, tmp_path / "missing.jpg"])
+    write_predictions(results, tmp_path / "p.json")
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert [bool(r["error"]) for r in rows] == [False, False, True]
+    write_predictions(results, tmp_path / "p.csv")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "path,label,confidence,top_k,error" and len(lines) == 4
+
+
+def test_bad_model_paths(tmp_path: Path, tiny_run: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no weights/best.keras"):
+        load_model(tmp_path)
+    with pytest.raises(ModelLoadError, match="not a run folder or an existing .keras file"):
+        load_model(tmp_path / "model.h5")
+    lonely = tmp_path / "lonely.keras"
+    shutil.copy(tiny_run / "weights" / "best.keras", lonely)
+    with pytest.raises(ModelLoadError, match="no metadata.json beside it"):
+        load_model(lonely)
+    fake = tmp_path / "fake" / "best.keras"
+    fake.parent.mkdir()
+    fake.write_bytes(b"not a zip")
+    shutil.copy(tiny_run / "weights" / "metadata.json", fake.parent)
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        load_model(fake)
+
+
+def test_batches_match_single_predictions(classifier, synthetic_root: Path) -> None:
+    paths = sorted((synthetic_root / "train/images/inclusion").glob("*.jpg"))
+    together = classifier.predict(paths, batch_size=4)
+    alone = [classifier.predict([p])[0] for p in paths]
+    for a, b in zip(together, alone, strict=True):
+        assert a.label == b.label
+        assert abs(a.confidence - b.confidence) < 1e-5
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(buffer, "PNG")

@@ -1,0 +1,80 @@
+"""The model builder: named layers, scaling inside the model, weights options, fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from defectscope.models.xception import (
+    BACKBONE_NAME,
+    create_feature_extractor,
+    create_head_model,
+    create_model,
+    resolve_weights,
+    set_trainable_blocks,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_model(num_classes=4, image_size=71, weights="none", dropout=0.2)
+
+
+def test_layers_are_named_and_output_is_a_distribution(model) -> None:
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "image",
+        "pixel_scaling",
+        BACKBONE_NAME,
+        "avg_pool",
+        "head_dropout",
+        "predictions",
+    ]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 71, 71, 3)).astype("float32")
+    probabilities = np.asarray(model(images, training=False))
+    assert probabilities.shape == (2, 4)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_pixel_scaling_maps_0_255_to_minus_1_1(model) -> None:
+    scaling = model.get_layer("pixel_scaling")
+    values = np.asarray(scaling(np.array([[0.0, 127.5, 255.0]], "float32")))
+    np.testing.assert_allclose(values, [[-1.0, 0.0, 1.0]])
+
+
+def test_head_model_shares_the_head_weights(model) -> None:
+    head = create_head_model(model)
+    features = create_feature_extractor(model)
+    images = np.full((1, 71, 71, 3), 100.0, "float32")
+    direct = np.asarray(model(images, training=False))
+    via_head = np.asarray(head(features(images, training=False), training=False))
+    np.testing.assert_allclose(direct, via_head, rtol=1e-5, atol=1e-6)
+
+
+def test_unfreezing_top_blocks(model) -> None:
+    backbone = model.get_layer(BACKBONE_NAME)
+    assert set_trainable_blocks(model, "block14") == 4  # 2 separable convs + 2 batch norms
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+    assert all(name.startswith("block14") for name in trainable)
+    assert set_trainable_blocks(model, "none") == 0
+    assert not backbone.trainable
+    with pytest.raises(ValueError, match="got 'block99'"):
+        set_trainable_blocks(model, "block99")
+
+
+def test_weights_arguments() -> None:
+    assert resolve_weights("imagenet") == "imagenet"
+    assert resolve_weights("none") is None and resolve_weights(None) is None
+    with pytest.raises(FileNotFoundError, match=r"'missing\.weights\.h5'"):
+        resolve_weights("missing.weights.h5")
+    with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
+        create_model(1, 71, "none")
+    with pytest.raises(ValueError, match="image_size >= 71, got 32"):
+        create_model(3, 32, "none")
+
+
+@pytest.mark.real_data
+def test_shared_imagenet_weights_load(xception_weights) -> None:
+    loaded = create_model(6, 71, str(xception_weights))
+    kernel = loaded.get_layer(BACKBONE_NAME).get_layer("block1_conv1").kernel
+    assert float(np.abs(np.asarray(kernel)).mean()) > 0.01
