@@ -98,3 +98,12 @@ def tiny_run(synthetic_records: Path, tmp_path_factory: pytest.TempPathFactory) 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(synthetic_records, run))
     return run
+
+
+@pytest.fixture(scope="session")
+def neu_records(neu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The real NEU-DET converted once per test session: (folder, manifest)."""
+    from defectscope.data.tfrecord_writer import convert_dataset
+
+    out = tmp_path_factory.mktemp("neu-tfrecords")
+    return out, convert_dataset(neu_root, out, num_shards=4, workers=2)

@@ -21,7 +21,7 @@ def test_defaults_presets_and_overrides() -> None:
     assert config.finetune.epochs == 2
     assert config.finetune.unfreeze_from == "all"  # from the preset, not lost by the override
     default = resolve_config("default")
-    assert default.finetune.unfreeze_from == "block13"
+    assert default.finetune.unfreeze_from == "block9"
     assert default == resolve_config()  # the preset states the defaults
 
 

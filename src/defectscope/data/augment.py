@@ -14,7 +14,7 @@ class AugmentConfig:
     """Which augmentations run and how strong they are (0 or False turns one off)."""
 
     flip: bool = True  # left-right and up-down, each with probability 1/2
-    rotate90: bool = True  # k * 90 degrees, k uniform in 0..3 (square inputs)
+    rotate90: bool = False  # k * 90 degrees, k uniform in 0..3 (off: steel has a rolling direction)
     brightness: float = 0.1  # max shift, as a fraction of 255
     contrast: float = 0.1  # contrast factor drawn in [1 - c, 1 + c]
     noise_prob: float = 0.0  # probability of additive Gaussian noise

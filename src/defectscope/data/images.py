@@ -18,18 +18,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from defectscope.errors import FileError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs; NEU images have 40,000 pixels
 _PASS_THROUGH = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}
 _EXIF_ORIENTATION = 0x0112
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(FileError):
     """An image file that cannot be used; the message names the file and the reason."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,13 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from defectscope.errors import FileError
+
 MAX_XML_BYTES = 1_000_000  # a VOC file is a few hundred bytes; refuse anything absurd
 
 
-class VocError(ValueError):
+class VocError(FileError):
     """An annotation file that cannot be used; the message names the file and the reason."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from defectscope.data.augment import AugmentConfig
 class HeadPhaseConfig:
     """Phase 1: the head alone, on backbone features computed once and cached."""
 
-    epochs: int = 60
+    epochs: int = 150
     learning_rate: float = 1e-3
-    batch_size: int = 64
+    batch_size: int = 32
     label_smoothing: float = 0.0
 
 
@@ -27,10 +27,10 @@ class HeadPhaseConfig:
 class FineTunePhaseConfig:
     """Phase 2: top blocks unfrozen (BatchNorm in inference mode), augmentation on."""
 
-    epochs: int = 6
-    learning_rate: float = 1e-4  # peak of the cosine schedule
+    epochs: int = 8
+    learning_rate: float = 2e-4  # peak of the cosine schedule
     warmup_epochs: float = 0.5
-    unfreeze_from: str = "block13"  # an Xception block, "all" or "none" (skip phase 2)
+    unfreeze_from: str = "block9"  # an Xception block, "all" or "none" (skip phase 2)
     patience: int = 3  # early stopping on validation accuracy
     label_smoothing: float = 0.1
 
@@ -46,7 +46,7 @@ class TrainConfig:
     weights: str = "imagenet"  # "imagenet", "none" or a path to a .weights.h5 file
     image_size: int = 200
     batch_size: int = 16
-    dropout: float = 0.3
+    dropout: float = 0.5
     seed: int = 0
     class_weights: str = "auto"  # "auto" (when imbalanced), "balanced" or "none"
     feature_cache: str = ""  # folder for cached backbone features; "" = <out>/../.feature-cache
