@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 from defectscope import __version__
 from defectscope.data.layout import DatasetLayoutError
+from defectscope.deploy import commands as deploy_commands
 
 app = typer.Typer(
     help="Classify surface defects in industrial images (NEU-DET first).",
@@ -167,6 +168,9 @@ def evaluate(
         "runs/evaluate"
     ),
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    localization: Annotated[
+        bool, typer.Option(help="Score Grad-CAM peaks against the VOC boxes (pointing game).")
+    ] = False,
 ) -> None:
     """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
     from defectscope.data.pipeline import DataSourceError
@@ -175,7 +179,7 @@ def evaluate(
     from defectscope.inference.classifier import ModelLoadError
 
     try:
-        metrics = run_evaluation(model, data, split, out, batch_size)
+        metrics = run_evaluation(model, data, split, out, batch_size, localization)
     except (ModelLoadError, DataSourceError, DatasetLayoutError, ClassMismatchError) as err:
         raise _fail(str(err)) from None
     typer.echo(
@@ -191,6 +195,9 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Write results to .csv or .json.")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    explain: Annotated[
+        Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
+    ] = None,
 ) -> None:
     """Classify images; a bad file gets a row with its error and the rest are still predicted."""
     from defectscope.inference.classifier import (
@@ -224,6 +231,11 @@ def predict(
             _warn(f"{prediction.path}: {prediction.error}")
     if out is not None:
         write_predictions(results, out)
+    if explain is not None:
+        from defectscope.deploy.gradcam import write_explanations
+
+        written = write_explanations(classifier, [p.path for p in results if p.ok], explain)
+        typer.echo(f"{len(written)} heatmaps -> {explain}")
     predicted = sum(p.ok for p in results)
     typer.echo(f"{predicted} of {len(results)} images predicted" + (f" -> {out}" if out else ""))
     if not predicted:
@@ -274,6 +286,9 @@ def demo(
 def version() -> None:
     """Print the defectscope version."""
     typer.echo(__version__)
+
+
+deploy_commands.register(app)
 
 
 def main() -> None:

@@ -73,9 +73,9 @@ def test_write_predictions_csv_and_json(classifier, synthetic_root: Path, tmp_pa
 
 
 def test_bad_model_paths(tmp_path: Path, tiny_run: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no weights/best.keras"):
+    with pytest.raises(ModelLoadError, match="no run"):
         load_model(tmp_path)
-    with pytest.raises(ModelLoadError, match="not a run folder or an existing .keras file"):
+    with pytest.raises(ModelLoadError, match="not a run folder, export folder"):
         load_model(tmp_path / "model.h5")
     lonely = tmp_path / "lonely.keras"
     shutil.copy(tiny_run / "weights" / "best.keras", lonely)

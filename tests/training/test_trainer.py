@@ -65,3 +65,11 @@ def test_class_weights_only_when_imbalanced() -> None:
     assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
     assert class_weights(np.array([0, 0, 0, 1]), 2, "none") is None
     assert class_weights(np.array([0, 1]), 2, "balanced") == {0: 1.0, 1: 1.0}
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_run: Path, synthetic_records: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (tiny_run / "weights").iterdir()}
+    result = train(tiny_config(synthetic_records, tiny_run), resume=True)
+    metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
+    assert result.metrics == metrics
+    assert {p: p.stat().st_mtime_ns for p in (tiny_run / "weights").iterdir()} == before

@@ -20,6 +20,7 @@ def evaluate(
     split: str = "validation",
     out: str | Path = "runs/evaluate",
     batch_size: int = 32,
+    localization: bool = False,
 ) -> dict:
     """Evaluate a run folder, ``.keras`` file or loaded classifier; returns the metrics."""
     classifier = model if isinstance(model, Classifier) else load_model(model)
@@ -29,4 +30,13 @@ def evaluate(
             f"data classes {list(source.classes)} differ from the model's {classifier.classes}"
         )
     result = predict_source(classifier.predict_images, source, classifier.image_size, batch_size)
-    return write_evaluation(result, out, f"{classifier.path} on {data} ({split})")
+    metrics = write_evaluation(result, out, f"{classifier.path} on {data} ({split})")
+    if localization:
+        from defectscope.atomic_io import atomic_write_json
+        from defectscope.deploy.gradcam import keras_model_for
+        from defectscope.evaluation.localization import pointing_game
+
+        keras_model = keras_model_for(classifier)
+        metrics["localization"] = pointing_game(keras_model, source, classifier.image_size)
+        atomic_write_json(Path(out) / "metrics.json", metrics)
+    return metrics

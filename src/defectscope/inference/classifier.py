@@ -7,7 +7,6 @@ Images are decoded by the data layer's one path (:func:`canonical_image` then
 from __future__ import annotations
 
 import glob
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,13 +17,17 @@ import numpy as np
 from defectscope import __version__
 from defectscope.atomic_io import atomic_write_json
 from defectscope.data.images import ImageDecodeError, is_image_path, read_canonical_image
+from defectscope.deploy.backends import (
+    METADATA_NAME,
+    ModelLoadError,
+    ModelLocation,
+    locate_model,
+    open_backend,
+    read_metadata,
+)
 
-METADATA_NAME = "metadata.json"
+__all__ = ["Classifier", "ModelLoadError", "Prediction", "expand_sources", "load_model"]
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(ValueError):
-    """A model path that holds no usable defectscope model."""
 
 
 @dataclass
@@ -63,33 +66,28 @@ def write_model_metadata(folder: Path, classes: list[str], image_size: int, **ex
     )
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """A run folder -> its ``weights/best.keras``; a ``.keras`` file -> itself."""
-    path = Path(path)
-    if path.is_dir():
-        for candidate in (path / "weights" / "best.keras", path / "best.keras"):
-            if candidate.is_file():
-                return candidate
-        raise ModelLoadError(f"{path}: no weights/best.keras in this folder")
-    if path.suffix != ".keras" or not path.is_file():
-        raise ModelLoadError(f"{path}: not a run folder or an existing .keras file")
-    return path
-
-
 class Classifier:
-    """A loaded model with its classes and input size."""
+    """A loaded model (any backend) with its classes and input size."""
 
-    def __init__(self, model, classes: list[str], image_size: int, path: Path) -> None:
-        if len(classes) != int(model.output_shape[-1]):
+    def __init__(self, backend, metadata: dict, location: ModelLocation) -> None:
+        self.backend, self.metadata, self.location = backend, metadata, location
+        self.classes: list[str] = list(metadata["classes"])
+        self.image_size = int(metadata["image_size"])
+        self.path = location.path
+        if len(self.classes) != backend.num_classes:
             raise ModelLoadError(
-                f"{path}: metadata lists {len(classes)} classes, the model has "
-                f"{model.output_shape[-1]} outputs"
+                location.path,
+                f"metadata lists {len(self.classes)} classes, the model has "
+                f"{backend.num_classes} outputs",
             )
-        self.model, self.classes, self.image_size, self.path = model, classes, image_size, path
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
 
     def predict_images(self, images) -> np.ndarray:
         """Probabilities for a batch of float images in [0, 255] at the model's size."""
-        return np.asarray(self.model(images, training=False))
+        return self.backend(np.asarray(images, dtype=np.float32))
 
     def predict(
         self, paths: Iterable[str | Path], batch_size: int = 32, top_k: int = 3
@@ -144,19 +142,13 @@ class Classifier:
 
 
 def load_model(path: str | Path) -> Classifier:
-    """Load a run folder or ``.keras`` file in Keras safe mode, with its ``metadata.json``."""
-    import keras
+    """Load a run folder, ``.keras`` file or export (SavedModel, TFLite, ONNX) with its metadata.
 
-    model_path = resolve_model_path(path)
-    metadata_path = model_path.parent / METADATA_NAME
-    if not metadata_path.is_file():
-        raise ModelLoadError(f"{model_path}: no {METADATA_NAME} beside it (classes, input size)")
-    metadata = json.loads(metadata_path.read_text())
-    try:
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as err:  # Keras raises many types for a bad archive
-        raise ModelLoadError(f"{model_path}: cannot load model ({err})") from None
-    return Classifier(model, list(metadata["classes"]), int(metadata["image_size"]), model_path)
+    Keras files load in safe mode: a model that would run arbitrary code is refused.
+    """
+    location = locate_model(path)
+    metadata = read_metadata(location)
+    return Classifier(open_backend(location), metadata, location)
 
 
 def expand_sources(sources: Iterable[str | Path]) -> Iterator[Path | tuple[str, str]]:

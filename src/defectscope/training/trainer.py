@@ -215,6 +215,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     run = _prepare_run(config, resume)
     if resume:
         config = load_config(run / "config.yaml")
+        metrics_path = run / "evaluation" / "metrics.json"
+        if _state(run).get("done") and metrics_path.is_file():
+            log.info("%s is already complete; nothing to resume", run)
+            metrics = json.loads(metrics_path.read_text())
+            return TrainResult(run, metrics, float(_state(run).get("head_speedup", "nan")), 0.0)
         log.info("resuming %s", run)
     keras.utils.set_random_seed(config.seed)
     train_source = open_source(config.data, config.train_split)

@@ -1,0 +1,1 @@
+"""Deployment: inference backends, exports with parity checks, benchmarks, Grad-CAM, HTTP."""

@@ -1,0 +1,101 @@
+"""Deployment commands of the CLI: ``export``, ``benchmark`` and ``serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from defectscope.atomic_io import atomic_write_json
+from defectscope.deploy.export import FORMATS
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def export(
+    model: Annotated[Path, typer.Option(help="Run folder or .keras file.")],
+    format: Annotated[str, typer.Option("--format", help=" | ".join(FORMATS))],
+    out: Annotated[
+        Path | None, typer.Option(help="Export folder (default RUN/export/FORMAT).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data for parity and int8 calibration (default: the run's).")
+    ] = None,
+    calibration_images: Annotated[int, typer.Option(min=8)] = 200,
+) -> None:
+    """Export for CPU inference, with metadata.json and a parity check on the validation split."""
+    from defectscope.deploy.backends import ModelLoadError
+    from defectscope.deploy.export import ExportError, export_model
+
+    try:
+        metadata = export_model(model, format, out, data, calibration_images=calibration_images)
+    except (ExportError, ModelLoadError, ValueError) as err:
+        raise _fail(str(err)) from None
+    parity = metadata["parity"]
+    typer.echo(
+        f"{format}: top-1 agreement {parity['top1_agreement']:.4f}, max probability difference "
+        f"{parity['max_probability_difference']:.2e}, accuracy {parity['export_accuracy']:.4f} "
+        f"(keras {parity['keras_accuracy']:.4f}) on {parity['num_images']} {parity['split']} images"
+    )
+    typer.echo(f"exported to {metadata['export_dir']}")
+
+
+def benchmark(
+    model: Annotated[Path, typer.Option(help="Run folder or .keras file.")],
+    formats: Annotated[str, typer.Option(help="Comma-separated export formats.")] = ",".join(
+        FORMATS
+    ),
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32",
+    seconds: Annotated[float, typer.Option(help="Timing per backend and batch.")] = 10.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+) -> None:
+    """Images/s and p50/p95 latency of Keras predict and each export, in one run."""
+    from defectscope.deploy.benchmark import format_table, run_benchmark
+
+    chosen = tuple(f for f in formats.split(",") if f)
+    unknown = sorted(set(chosen) - set(FORMATS))
+    if unknown:
+        raise _fail(f"unknown format(s) {unknown}; choose from {FORMATS}")
+    try:
+        batches = tuple(int(b) for b in batch.split(","))
+    except ValueError:
+        raise _fail(f"--batch takes comma-separated integers, got {batch!r}") from None
+    result = run_benchmark(model, chosen, batches, seconds)
+    typer.echo(format_table(result))
+    if json_out:
+        atomic_write_json(json_out, result)
+        typer.echo(f"results: {json_out}")
+
+
+def serve(
+    model: Annotated[Path, typer.Option(help="Run folder, .keras file or export.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload.")] = 10.0,
+) -> None:
+    """HTTP service: POST /predict, GET /health, /metadata, /docs, and a web page at /."""
+    import uvicorn
+
+    from defectscope.deploy.backends import ModelLoadError
+    from defectscope.deploy.server import create_app
+    from defectscope.inference.classifier import load_model
+
+    try:
+        classifier = load_model(model)
+    except ModelLoadError as err:
+        raise _fail(str(err)) from None
+    app = create_app(classifier, int(max_upload_mb * 1024 * 1024))
+    typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (export, benchmark, serve):
+        app.command()(command)
+
+
+__all__ = ["register"]

@@ -1,0 +1,227 @@
+"""``defectscope export``: SavedModel, TFLite and ONNX (fp32 and int8), each checked for parity.
+
+Each export is a folder with the model and a ``metadata.json`` (classes, input, preprocessing,
+version, source run, validation accuracy at export, parity figures). Parity on the validation
+split is part of the export: fp32 formats must agree with the Keras model on every top-1 class,
+int8 formats may lose at most 0.3 percentage points of accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from defectscope.atomic_io import atomic_write_json
+from defectscope.deploy.backends import METADATA_NAME, locate_model, read_metadata
+
+FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "onnx-int8")
+MAX_INT8_ACCURACY_LOSS = 0.003
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """An export that could not be made or failed its parity check."""
+
+
+def run_folder_of(model_file: Path) -> Path:
+    return model_file.parent.parent if model_file.parent.name == "weights" else model_file.parent
+
+
+def _calibration_batches(data: str, image_size: int, count: int, seed: int = 0):
+    """Up to ``count`` un-augmented training images, shuffled, one at a time (float32)."""
+    from defectscope.data.pipeline import create_dataset
+
+    dataset = create_dataset(
+        data,
+        "train",
+        image_size=image_size,
+        batch_size=1,
+        training=True,
+        augment=_no_augmentation(),
+        seed=seed,
+    )
+    for index, (images, _) in enumerate(dataset):
+        if index >= count:
+            return
+        yield images.numpy()
+
+
+def _no_augmentation():
+    from defectscope.data.augment import AugmentConfig
+
+    return AugmentConfig(flip=False, rotate90=False, brightness=0, contrast=0)
+
+
+def _write_savedmodel(keras_model, folder: Path) -> Path:
+    keras_model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
+    return folder / "saved_model"
+
+
+def _write_tflite(keras_model, folder: Path, calibration) -> Path:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = _write_savedmodel(keras_model, Path(scratch))
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if calibration is not None:  # int8 weights and activations, float input and output
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([batch] for batch in calibration())
+        (folder / "model.tflite").write_bytes(converter.convert())
+    return folder / "model.tflite"
+
+
+def _write_onnx(keras_model, folder: Path, calibration) -> Path:
+    target = folder / "model.onnx"
+    if calibration is None:
+        keras_model.export(str(target), format="onnx", verbose=False)
+        return target
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration())
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": batch}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
+        keras_model.export(str(fp32), format="onnx", verbose=False)
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    return target
+
+
+def check_parity(reference, candidate, data: str, image_size: int, split: str) -> dict:
+    """Top-1 agreement, max probability difference and both accuracies on one split."""
+    from defectscope.data.pipeline import create_dataset
+
+    agree = total = ref_correct = cand_correct = 0
+    max_diff = 0.0
+    for images, labels in create_dataset(data, split, image_size=image_size, batch_size=32):
+        batch = images.numpy()
+        expected, actual = reference(batch), candidate(batch)
+        labels = labels.numpy()
+        agree += int((expected.argmax(1) == actual.argmax(1)).sum())
+        ref_correct += int((expected.argmax(1) == labels).sum())
+        cand_correct += int((actual.argmax(1) == labels).sum())
+        max_diff = max(max_diff, float(np.abs(expected - actual).max()))
+        total += len(labels)
+    return {
+        "split": split,
+        "num_images": total,
+        "top1_agreement": agree / total,
+        "max_probability_difference": max_diff,
+        "keras_accuracy": ref_correct / total,
+        "export_accuracy": cand_correct / total,
+    }
+
+
+def _data_of_run(model_file: Path) -> str | None:
+    config = run_folder_of(model_file) / "config.yaml"
+    if config.is_file():
+        return (yaml.safe_load(config.read_text()) or {}).get("data") or None
+    return None
+
+
+def export_model(
+    model: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    split: str = "validation",
+    calibration_images: int = 200,
+    parity: bool = True,
+) -> dict:
+    """Export a Keras run or ``.keras`` file to ``fmt``.
+
+    Returns the export's metadata, plus ``export_dir`` (where it was written).
+    """
+    from defectscope.deploy.backends import BACKENDS, KerasBackend
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    location = locate_model(model)
+    if location.kind != "keras":
+        raise ExportError(
+            f"{model}: export starts from a Keras run or .keras file, not {location.kind}"
+        )
+    source = read_metadata(location)
+    data = str(data) if data else _data_of_run(location.path)
+    if (parity or fmt.endswith("int8")) and not data:
+        raise ExportError(f"{model}: no --data given and none recorded in the run's config.yaml")
+    reference = KerasBackend(location.path)
+    size = int(source["image_size"])
+    reference(np.zeros((1, size, size, 3), np.float32))  # Keras exports only models called once
+    calibration = None
+    if fmt.endswith("int8"):
+        calibration = lambda: _calibration_batches(data, size, calibration_images)  # noqa: E731
+    folder = Path(out) if out else run_folder_of(location.path) / "export" / fmt
+    staging = folder.with_name(f".{folder.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    base = fmt.removesuffix("-int8")
+    writer = {
+        "savedmodel": lambda: _write_savedmodel(reference.model, staging),
+        "tflite": lambda: _write_tflite(reference.model, staging, calibration),
+        "onnx": lambda: _write_onnx(reference.model, staging, calibration),
+    }[base]
+    try:
+        artefact = writer()
+        metadata = {
+            **source,
+            "format": fmt,
+            "file": artefact.name,
+            "source_model": str(location.path.resolve()),
+            "source_run": str(run_folder_of(location.path).resolve()),
+        }
+        if parity:
+            candidate = BACKENDS[base](artefact)
+            figures = check_parity(reference, candidate, data, size, split)
+            metadata["parity"] = figures
+            metadata["validation_accuracy"] = figures["export_accuracy"]
+            log.info(
+                "%s parity on %d %s images: top-1 agreement %.4f, max probability difference %.2e, "
+                "accuracy %.4f (keras %.4f)",
+                fmt,
+                figures["num_images"],
+                split,
+                figures["top1_agreement"],
+                figures["max_probability_difference"],
+                figures["export_accuracy"],
+                figures["keras_accuracy"],
+            )
+            loss = figures["keras_accuracy"] - figures["export_accuracy"]
+            if calibration is None and figures["top1_agreement"] < 1.0:
+                raise ExportError(f"{fmt}: top-1 agreement {figures['top1_agreement']:.4f} < 1.0")
+            if calibration is not None and loss > MAX_INT8_ACCURACY_LOSS:
+                raise ExportError(f"{fmt}: int8 loses {loss:.2%} accuracy (limit 0.3 pp)")
+        atomic_write_json(staging / METADATA_NAME, metadata)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s -> %s", fmt, folder)
+    return {**json.loads((folder / METADATA_NAME).read_text()), "export_dir": str(folder)}

@@ -1,0 +1,118 @@
+"""Grad-CAM heatmaps from the Keras model: where in the image the predicted class came from.
+
+The map is taken on the backbone's last activation (``block14_sepconv2_act``), weighted by the
+mean gradient of the class score, rectified, normalised to [0, 1] and resized to the input.
+Exported models (TFLite, ONNX) have no gradients: their maps come from the Keras model of the
+same run (``source_model`` in the export's metadata).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from defectscope.models.xception import BACKBONE_NAME, DROPOUT_NAME, FEATURES_NAME, PREDICTIONS_NAME
+
+
+class GradCam:
+    """Heatmaps for batches of float images in [0, 255] at the model's input size."""
+
+    def __init__(self, keras_model) -> None:
+        import keras
+
+        inputs = keras.Input(keras_model.input_shape[1:], name="image")
+        x = keras_model.get_layer("pixel_scaling")(inputs)
+        feature_map = keras_model.get_layer(BACKBONE_NAME)(x, training=False)
+        x = keras_model.get_layer(FEATURES_NAME)(feature_map)
+        x = keras_model.get_layer(DROPOUT_NAME)(x, training=False)
+        outputs = keras_model.get_layer(PREDICTIONS_NAME)(x)
+        self.model = keras.Model(inputs, [feature_map, outputs], name="gradcam")
+
+    def heatmaps(self, images, class_indices=None) -> tuple[np.ndarray, np.ndarray]:
+        """Maps ``(N, H, W)`` in [0, 1] and probabilities ``(N, C)``; maps of the top class."""
+        import tensorflow as tf
+
+        images = tf.convert_to_tensor(images, tf.float32)
+        with tf.GradientTape() as tape:
+            feature_map, probabilities = self.model(images, training=False)
+            if class_indices is None:
+                class_indices = tf.argmax(probabilities, axis=1)
+            chosen = tf.gather(probabilities, tf.cast(class_indices, tf.int32), batch_dims=1)
+        gradients = tape.gradient(chosen, feature_map)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))
+        peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+        cams = tf.math.divide_no_nan(cams, peak)
+        size = images.shape[1:3]
+        maps = tf.image.resize(cams[..., None], size, method="bilinear")[..., 0]
+        return maps.numpy(), probabilities.numpy()
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45):
+    """The image with the heatmap (jet colours) blended over it, as a Pillow image."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3] * 255.0
+    base = np.clip(image, 0, 255).astype(np.float32)
+    blended = (1 - alpha) * base + alpha * colours
+    return Image.fromarray(blended.astype(np.uint8))
+
+
+def overlay_png(image: np.ndarray, heatmap: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    overlay(image, heatmap).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def peak_location(heatmap: np.ndarray) -> tuple[float, float]:
+    """Normalised ``(x, y)`` of the hottest pixel (centre of the pixel)."""
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return (col + 0.5) / heatmap.shape[1], (row + 0.5) / heatmap.shape[0]
+
+
+def keras_model_for(classifier) -> object:
+    """The Keras model that explains ``classifier``: its own, or its export's source model."""
+    from defectscope.deploy.backends import KerasBackend, ModelLoadError
+
+    if classifier.backend_name == "keras":
+        return classifier.backend.model
+    source = classifier.metadata.get("source_model")
+    if not source or not Path(source).is_file():
+        raise ModelLoadError(
+            classifier.path, "heatmaps need the Keras model of the run (source_model) beside it"
+        )
+    return KerasBackend(Path(source)).model
+
+
+def write_explanations(classifier, paths: list[str], out_dir: str | Path, batch: int = 16) -> list:
+    """A ``<stem>_gradcam.png`` overlay per image (of the predicted class) into ``out_dir``."""
+    import tensorflow as tf
+
+    from defectscope.atomic_io import atomic_write_bytes
+    from defectscope.data.images import read_canonical_image
+    from defectscope.data.pipeline import preprocess_encoded
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gradcam = GradCam(keras_model_for(classifier))
+    written, used = [], set()
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        images = tf.stack(
+            [
+                preprocess_encoded(read_canonical_image(p).encoded, classifier.image_size)
+                for p in chunk
+            ]
+        ).numpy()
+        maps, _ = gradcam.heatmaps(images)
+        for path, image, heatmap in zip(chunk, images, maps, strict=True):
+            name = f"{Path(path).stem}_gradcam.png"
+            if name in used:  # the same stem in two folders
+                name = f"{Path(path).stem}_{len(used)}_gradcam.png"
+            used.add(name)
+            atomic_write_bytes(out / name, overlay_png(image, heatmap))
+            written.append(out / name)
+    return written
