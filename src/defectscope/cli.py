@@ -15,6 +15,7 @@ import typer
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
 from defectscope import __version__
+from defectscope.console import fail, warn
 from defectscope.data.layout import DatasetLayoutError
 from defectscope.deploy import commands as deploy_commands
 
@@ -27,15 +28,6 @@ app = typer.Typer(
 log = logging.getLogger("defectscope")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def _warn(message: str) -> None:
-    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
-
-
 def _summarise_conversion(manifest: dict, out: Path, seconds: float) -> None:
     for split, info in manifest["splits"].items():
         counts = ", ".join(f"{c} {n}" for c, n in info["class_counts"].items())
@@ -44,7 +36,7 @@ def _summarise_conversion(manifest: dict, out: Path, seconds: float) -> None:
             f"{len(info['shards'])} shards ({counts})"
         )
     for skipped in manifest["skipped"]:
-        _warn(f"skipped {skipped['path']}: {skipped['reason']}")
+        warn(f"skipped {skipped['path']}: {skipped['reason']}")
     noted = [p for p in manifest["problems"] if p["severity"] != "error"]
     if noted:
         kinds: dict[str, int] = {}
@@ -75,9 +67,9 @@ def convert(
     try:
         manifest = convert_dataset(data, out, shards, workers, val_fraction=val_fraction)
     except DatasetLayoutError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except ConversionError as err:
-        raise _fail(str(err), 1) from None
+        raise fail(str(err), 1) from None
     _summarise_conversion(manifest, out, time.perf_counter() - started)
 
 
@@ -98,7 +90,7 @@ def inspect(
     try:
         report = inspect_path(path, samples_per_class=samples)
     except (DatasetLayoutError, DataSourceError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(report.format())
     if json_out:
         atomic_write_json(json_out, report.to_dict())
@@ -137,7 +129,7 @@ def train(
             result = run_training(resolve_config(out=str(resume)), resume=True)
         else:
             if data is None:
-                raise _fail("--data is required (or --resume RUN)")
+                raise fail("--data is required (or --resume RUN)")
             overrides = {
                 "data": str(data),
                 "out": str(out),
@@ -150,7 +142,7 @@ def train(
             }
             result = run_training(resolve_config(config, **overrides))
     except (RunFolderError, FileNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     metrics = result.metrics
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
@@ -181,7 +173,7 @@ def evaluate(
     try:
         metrics = run_evaluation(model, data, split, out, batch_size, localization)
     except (ModelLoadError, DataSourceError, DatasetLayoutError, ClassMismatchError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
         f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f} -> {out}/report.md"
@@ -209,15 +201,15 @@ def predict(
     from defectscope.inference.writers import write_predictions
 
     if out is not None and out.suffix not in (".csv", ".json"):
-        raise _fail(f"--out must end in .csv or .json, got {str(out)!r}")
+        raise fail(f"--out must end in .csv or .json, got {str(out)!r}")
     try:
         classifier = load_model(model)
     except ModelLoadError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     paths, results = [], []
     for item in expand_sources(sources):
         if isinstance(item, tuple):
-            _warn(f"{item[0]}: {item[1]}")
+            warn(f"{item[0]}: {item[1]}")
             results.append(Prediction(path=item[0], error=item[1]))
         else:
             paths.append(item)
@@ -228,7 +220,7 @@ def predict(
         if prediction.ok:
             typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
         else:
-            _warn(f"{prediction.path}: {prediction.error}")
+            warn(f"{prediction.path}: {prediction.error}")
     if out is not None:
         write_predictions(results, out)
     if explain is not None:
@@ -239,7 +231,7 @@ def predict(
     predicted = sum(p.ok for p in results)
     typer.echo(f"{predicted} of {len(results)} images predicted" + (f" -> {out}" if out else ""))
     if not predicted:
-        raise _fail("no image could be predicted", 1)
+        raise fail("no image could be predicted", 1)
 
 
 @app.command()

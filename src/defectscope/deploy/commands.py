@@ -8,12 +8,8 @@ from typing import Annotated
 import typer
 
 from defectscope.atomic_io import atomic_write_json
+from defectscope.console import fail
 from defectscope.deploy.export import FORMATS
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 def export(
@@ -34,7 +30,7 @@ def export(
     try:
         metadata = export_model(model, format, out, data, calibration_images=calibration_images)
     except (ExportError, ModelLoadError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     parity = metadata["parity"]
     typer.echo(
         f"{format}: top-1 agreement {parity['top1_agreement']:.4f}, max probability difference "
@@ -59,11 +55,11 @@ def benchmark(
     chosen = tuple(f for f in formats.split(",") if f)
     unknown = sorted(set(chosen) - set(FORMATS))
     if unknown:
-        raise _fail(f"unknown format(s) {unknown}; choose from {FORMATS}")
+        raise fail(f"unknown format(s) {unknown}; choose from {FORMATS}")
     try:
         batches = tuple(int(b) for b in batch.split(","))
     except ValueError:
-        raise _fail(f"--batch takes comma-separated integers, got {batch!r}") from None
+        raise fail(f"--batch takes comma-separated integers, got {batch!r}") from None
     result = run_benchmark(model, chosen, batches, seconds)
     typer.echo(format_table(result))
     if json_out:
@@ -87,7 +83,7 @@ def serve(
     try:
         classifier = load_model(model)
     except ModelLoadError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     app = create_app(classifier, int(max_upload_mb * 1024 * 1024))
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="info")

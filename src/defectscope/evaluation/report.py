@@ -128,23 +128,21 @@ def write_evaluation(
 
 
 def plot_training_curves(results: list[dict[str, str]], path: str | Path) -> Path:
-    """Loss and accuracy per epoch for both phases (phase 2 continues phase 1's x axis)."""
+    """Loss and accuracy per epoch, one row per phase (head, then fine-tuning)."""
     plt = _pyplot()
-    figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    offset = 0
-    for phase in dict.fromkeys(r["phase"] for r in results):
+    phases = list(dict.fromkeys(r["phase"] for r in results)) or ["none"]
+    figure, axes = plt.subplots(len(phases), 2, figsize=(11, 3.6 * len(phases)), squeeze=False)
+    for (loss_ax, acc_ax), phase in zip(axes, phases, strict=True):
         rows = [r for r in results if r["phase"] == phase]
-        x = [offset + int(r["epoch"]) for r in rows]
+        x = [int(r["epoch"]) for r in rows]
         for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
             for prefix, style in (("", "-"), ("val_", "--")):
                 values = [float(r[prefix + key]) if r[prefix + key] else np.nan for r in rows]
-                ax.plot(x, values, style, label=f"{phase} {prefix}{key}")
-        offset = x[-1] if x else offset
-    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+                ax.plot(x, values, style, marker="." if len(x) < 30 else None, label=prefix + key)
+            ax.set_xlabel(f"{phase} epoch")
+            ax.set_title(f"{phase}: {key}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     figure.tight_layout()
     _save(figure, Path(path))
     return Path(path)

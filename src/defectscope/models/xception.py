@@ -88,7 +88,7 @@ def create_feature_extractor(model):
     """The frozen part of ``model``: images in [0, 255] -> pooled backbone features."""
     import keras
 
-    return keras.Model(model.inputs, model.get_layer(FEATURES_NAME).output, name="features")
+    return keras.Model(model.input, model.get_layer(FEATURES_NAME).output, name="features")
 
 
 def set_trainable_blocks(model, unfreeze_from: str | None) -> int:
