@@ -163,6 +163,12 @@ def evaluate(
     localization: Annotated[
         bool, typer.Option(help="Score Grad-CAM peaks against the VOC boxes (pointing game).")
     ] = False,
+    corruptions: Annotated[
+        str | None, typer.Option(help="'all' or comma-separated corruptions: robustness.json.")
+    ] = None,
+    severities: Annotated[
+        str, typer.Option(help="Corruption severities, e.g. 1-5 or 1,3.")
+    ] = "1-5",
 ) -> None:
     """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
     from defectscope.data.pipeline import DataSourceError
@@ -170,14 +176,36 @@ def evaluate(
     from defectscope.evaluation.evaluate import evaluate as run_evaluation
     from defectscope.inference.classifier import ModelLoadError
 
+    names, levels = None, None
     try:
-        metrics = run_evaluation(model, data, split, out, batch_size, localization)
-    except (ModelLoadError, DataSourceError, DatasetLayoutError, ClassMismatchError) as err:
+        if corruptions:
+            from defectscope.evaluation.corruptions import CORRUPTIONS, parse_severities
+
+            names = list(CORRUPTIONS) if corruptions == "all" else corruptions.split(",")
+            unknown = sorted(set(names) - set(CORRUPTIONS))
+            if unknown:
+                raise ValueError(
+                    f"unknown corruption(s) {unknown}; choose from {list(CORRUPTIONS)}"
+                )
+            levels = parse_severities(severities)
+        metrics = run_evaluation(model, data, split, out, batch_size, localization, names, levels)
+    except (
+        ModelLoadError,
+        DataSourceError,
+        DatasetLayoutError,
+        ClassMismatchError,
+        ValueError,
+    ) as err:
         raise fail(str(err)) from None
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
         f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f} -> {out}/report.md"
     )
+    if "localization" in metrics:
+        typer.echo(f"pointing game {metrics['localization']['pointing_game']:.4f}")
+    if "robustness" in metrics:
+        mean = metrics["robustness"]["mean_corruption_accuracy"]
+        typer.echo(f"mean corruption accuracy {mean:.4f} -> {out}/robustness.json")
 
 
 @app.command()

@@ -21,6 +21,8 @@ def evaluate(
     out: str | Path = "runs/evaluate",
     batch_size: int = 32,
     localization: bool = False,
+    corruptions: list[str] | None = None,
+    severities: list[int] | None = None,
 ) -> dict:
     """Evaluate a run folder, ``.keras`` file or loaded classifier; returns the metrics."""
     classifier = model if isinstance(model, Classifier) else load_model(model)
@@ -39,4 +41,28 @@ def evaluate(
         keras_model = keras_model_for(classifier)
         metrics["localization"] = pointing_game(keras_model, source, classifier.image_size)
         atomic_write_json(Path(out) / "metrics.json", metrics)
+    if corruptions:
+        metrics["robustness"] = write_robustness(
+            classifier, source, corruptions, severities or [1, 2, 3, 4, 5], Path(out), batch_size
+        )
     return metrics
+
+
+def write_robustness(classifier, source, names, severities, out: Path, batch_size: int) -> dict:
+    """``robustness.json`` and ``robustness.png``: accuracy per corruption and severity."""
+    from defectscope.atomic_io import atomic_write_json
+    from defectscope.evaluation.corruptions import SEVERITIES, robustness
+    from defectscope.evaluation.report import plot_robustness
+
+    table, mean = robustness(
+        classifier.predict_images, source, classifier.image_size, names, severities, batch_size
+    )
+    report = {
+        "corruptions": table,
+        "mean_corruption_accuracy": mean,
+        "severities": list(severities),
+        "parameters": {name: list(SEVERITIES[name]) for name in names},
+    }
+    atomic_write_json(out / "robustness.json", report)
+    plot_robustness(table, mean, out / "robustness.png")
+    return report

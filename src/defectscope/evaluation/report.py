@@ -146,3 +146,20 @@ def plot_training_curves(results: list[dict[str, str]], path: str | Path) -> Pat
     figure.tight_layout()
     _save(figure, Path(path))
     return Path(path)
+
+
+def plot_robustness(table: dict[str, dict[str, float]], mean: float, path: str | Path) -> Path:
+    """Accuracy against severity, one line per corruption."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in table.items():
+        levels = sorted(row, key=int)
+        ax.plot([int(s) for s in levels], [row[s] for s in levels], marker="o", label=name)
+    ax.set_xlabel("severity")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"accuracy under corruptions (mean {mean:.4f})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, Path(path))
+    return Path(path)
