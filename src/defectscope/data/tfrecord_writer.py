@@ -75,7 +75,8 @@ def _write_split(
             if record is None:
                 continue
             written = sum(records_per_shard)
-            writers[written % count].write(build_example(record).SerializeToString())
+            serialized = build_example(record).SerializeToString(deterministic=True)  # sorted keys
+            writers[written % count].write(serialized)
             records_per_shard[written % count] += 1
             class_counts[record.class_text] += 1
             num_boxes += len(record.boxes)
