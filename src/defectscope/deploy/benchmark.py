@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.deploy.backends import BACKENDS, KerasBackend, locate_model, read_metadata
-from defectscope.deploy.export import FORMATS, export_model, run_folder_of
+from defectscope.deploy.export import FORMATS, ExportError, export_model, run_folder_of
 
 
 @dataclass
@@ -107,10 +107,15 @@ def run_benchmark(
     size = int(read_metadata(location)["image_size"])
     keras_backend = KerasBackend(location.path)
     callables = {"keras": lambda x: keras_backend.model.predict(x, verbose=0)}
+    skipped = {}
     for fmt in formats:
         folder = run_folder_of(location.path) / "export" / fmt
         if not (folder / "metadata.json").is_file():
-            export_model(location.path, fmt)
+            try:
+                export_model(location.path, fmt)
+            except ExportError as err:  # e.g. an int8 model that fails its parity check
+                skipped[fmt] = str(err)
+                continue
         export_location = locate_model(folder)
         callables[fmt] = BACKENDS[export_location.kind](export_location.path)
     rng = np.random.default_rng(0)
@@ -130,6 +135,7 @@ def run_benchmark(
         "image_size": size,
         "cores": os.cpu_count(),
         "rows": [asdict(r) for r in rows],
+        "skipped": skipped,
         "gflops_per_image": flops / 1e9,
         "measured_peak_gflops": peak / 1e9,
         "bound_images_per_second": peak / flops,
@@ -146,6 +152,8 @@ def format_table(result: dict) -> str:
             f"{row['backend']:<13}{row['batch']:>6}{row['images_per_second']:>9.1f}"
             f"{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}{row['speedup_vs_keras']:>9.2f}x"
         )
+    for fmt, reason in result.get("skipped", {}).items():
+        lines.append(f"{fmt:<13} not measured: {reason}")
     lines.append(
         f"bound: {result['gflops_per_image']:.2f} GFLOP per image / "
         f"{result['measured_peak_gflops']:.0f} GFLOP/s measured matmul peak = "

@@ -76,6 +76,14 @@ def _write_tflite(keras_model, folder: Path, calibration) -> Path:
     return folder / "model.tflite"
 
 
+def _head_nodes(model_path: Path) -> list[str]:
+    """Names of the classifier's nodes (dense and softmax) in an ONNX graph."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    return [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm", "Softmax")]
+
+
 def _write_onnx(keras_model, folder: Path, calibration) -> Path:
     target = folder / "model.onnx"
     if calibration is None:
@@ -109,6 +117,7 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=_head_nodes(prepared),  # the 2048 x C classifier stays in float
         )
     return target
 
