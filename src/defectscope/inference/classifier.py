@@ -1,4 +1,4 @@
-"""Load a trained model (run folder or ``.keras`` file) and predict images.
+"""Load a trained model (run folder, ``.keras`` file or any export) and predict images.
 
 Images are decoded by the data layer's one path (:func:`canonical_image` then
 :func:`preprocess_encoded`), so a prediction sees exactly the pixels training and evaluation saw.
