@@ -141,6 +141,61 @@ def test_predict_with_nothing_predictable_fails(tiny_run: Path, tmp_path: Path) 
     assert "no image could be predicted" in result.output
 
 
+def test_predict_streams_a_path_list_in_shards_to_parquet(
+    tiny_run: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    images = sorted(str(p) for p in (synthetic_root / "validation").rglob("*.jpg"))
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join([*images, str(tmp_path / "gone.jpg")]) + "\n")
+    parts = []
+    for index in range(2):
+        out = tmp_path / f"part{index}.parquet"
+        args = ["predict", "--model", str(tiny_run), "--paths-from", str(listing)]
+        result = runner.invoke(app, [*args, "--shard", f"{index}/2", "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        parts.append(pq.read_table(out).to_pylist())
+    rows = parts[0] + parts[1]
+    assert sorted(r["path"] for r in rows) == sorted([*images, str(tmp_path / "gone.jpg")])
+    assert parts[0] and parts[1]
+    (gone,) = [r for r in rows if r["error"]]
+    assert "cannot read" in gone["error"] and gone["confidence"] is None
+
+
+def test_predict_resume_continues_a_partial_file(
+    tiny_run: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    folder = str(synthetic_root / "validation" / "images")
+    whole, resumed = tmp_path / "whole.csv", tmp_path / "resumed.csv"
+    args = ["predict", folder, "--model", str(tiny_run), "--quiet"]
+    assert runner.invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+    assert runner.invoke(app, [*args, "--out", str(resumed.with_suffix(".jsonl"))]).exit_code == 0
+    scored = resumed.with_suffix(".jsonl").read_text().splitlines()
+    partial = tmp_path / "resumed.csv.partial"  # as a run killed after 5 rows leaves it
+    partial.write_text("\n".join(scored[:5]) + "\n" + scored[5][:20])
+    result = runner.invoke(app, [*args, "--out", str(resumed), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "12 of 12 images predicted" in result.output
+    assert resumed.read_bytes() == whole.read_bytes() and not partial.exists()
+    result = runner.invoke(app, [*args, "--out", str(resumed), "--resume"])
+    assert "already complete" in result.output
+
+
+def test_predict_resume_refuses_changed_inputs(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    (tmp_path / "p.csv.partial").write_text('{"path": "/elsewhere/a.jpg", "error": ""}\n')
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (80, 80), "grey").save(image)
+    result = runner.invoke(
+        app, ["predict", str(image), "--model", str(tiny_run), "--out", str(out), "--resume"]
+    )
+    assert result.exit_code == 2
+    assert "inputs changed" in result.output and "/elsewhere/a.jpg" in result.output
+
+
 def test_train_needs_data_and_refuses_unknown_weights(
     tmp_path: Path, synthetic_records: Path
 ) -> None:

@@ -210,55 +210,97 @@ def evaluate(
 
 @app.command()
 def predict(
-    sources: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs.")],
-    model: Annotated[Path, typer.Option(help="Run folder or .keras file.")],
-    out: Annotated[Path | None, typer.Option(help="Write results to .csv or .json.")] = None,
+    model: Annotated[Path, typer.Option(help="Run folder, .keras file or export.")],
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Image files, folders (recursive), globs.")
+    ] = None,
+    paths_from: Annotated[
+        list[Path] | None,
+        typer.Option(help="A text file of image paths, one per line ('-': stdin). Repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write results to .csv, .json, .jsonl or .parquet.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a killed run from OUT.partial, skipping scored paths.")
+    ] = False,
+    shard: Annotated[
+        str, typer.Option(help="Score only part i of n (e.g. 0/4), so n machines split a set.")
+    ] = "0/1",
     top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    quiet: Annotated[
+        bool, typer.Option(help="No line per image; a progress line instead.")
+    ] = False,
     explain: Annotated[
         Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
     ] = None,
 ) -> None:
-    """Classify images; a bad file gets a row with its error and the rest are still predicted."""
-    from defectscope.inference.classifier import (
-        ModelLoadError,
-        Prediction,
-        expand_sources,
-        load_model,
+    """Classify images, streaming; a bad file gets a row with its error and the rest go on."""
+    from defectscope.inference.classifier import ModelLoadError, load_model, stream_sources
+    from defectscope.inference.sources import Shard
+    from defectscope.inference.writers import (
+        FORMATS,
+        PredictionWriter,
+        ResumeError,
+        partial_path,
+        skip_scored,
     )
-    from defectscope.inference.writers import write_predictions
 
-    if out is not None and out.suffix not in (".csv", ".json"):
-        raise fail(f"--out must end in .csv or .json, got {str(out)!r}")
+    if not sources and not paths_from:
+        raise fail("give image files, folders or globs, or --paths-from FILE")
+    if out is not None and out.suffix not in FORMATS:
+        raise fail(f"--out must end in one of {', '.join(FORMATS)}, got {str(out)!r}")
+    if resume and out is None:
+        raise fail("--resume needs --out (the results it continues)")
+    try:
+        part = Shard.parse(shard)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    if resume and out.is_file() and not partial_path(out).is_file():
+        typer.echo(f"{out} is already complete; nothing to resume")
+        return
     try:
         classifier = load_model(model)
     except ModelLoadError as err:
         raise fail(str(err)) from None
-    paths, results = [], []
-    for item in expand_sources(sources):
-        if isinstance(item, tuple):
-            warn(f"{item[0]}: {item[1]}")
-            results.append(Prediction(path=item[0], error=item[1]))
-        else:
-            paths.append(item)
-    for prediction in classifier.iter_predict(
-        paths, batch_size, min(top_k, len(classifier.classes))
-    ):
-        results.append(prediction)
-        if prediction.ok:
-            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
-        else:
-            warn(f"{prediction.path}: {prediction.error}")
-    if out is not None:
-        write_predictions(results, out)
+    writer = PredictionWriter(out) if out is not None else None
+    items = stream_sources(sources or [], paths_from or [], part)
+    counts, explained = {"rows": 0, "predicted": 0}, []
+    try:
+        if writer is not None:
+            items = skip_scored(items, writer.start(resume))
+        for prediction in classifier.iter_predict(
+            items, batch_size, min(top_k, len(classifier.classes))
+        ):
+            if writer is not None:
+                writer.add(prediction)
+            counts["rows"] += 1
+            counts["predicted"] += prediction.ok
+            if not prediction.ok:
+                warn(f"{prediction.path}: {prediction.error}")
+            elif quiet:
+                if counts["rows"] % 1000 == 0:
+                    typer.echo(f"{counts['rows']} images...", err=True)
+            else:
+                typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
+            if explain is not None and prediction.ok:
+                explained.append(prediction.path)
+    except (ResumeError, OSError) as err:
+        if writer is not None:
+            writer.flush()
+        raise fail(str(err)) from None
+    if writer is not None:
+        writer.finish()
+        counts = writer.counts
     if explain is not None:
         from defectscope.deploy.gradcam import write_explanations
 
-        written = write_explanations(classifier, [p.path for p in results if p.ok], explain)
+        written = write_explanations(classifier, explained, explain)
         typer.echo(f"{len(written)} heatmaps -> {explain}")
-    predicted = sum(p.ok for p in results)
-    typer.echo(f"{predicted} of {len(results)} images predicted" + (f" -> {out}" if out else ""))
-    if not predicted:
+    where = f" -> {out}" if out else ""
+    typer.echo(f"{counts['predicted']} of {counts['rows']} images predicted{where}")
+    if not counts["predicted"]:
         raise fail("no image could be predicted", 1)
 
 

@@ -90,20 +90,32 @@ def kill_convert(data: Path, work: Path, kills: int, rng: random.Random) -> Kill
 
 
 def kill_predict(model: Path, sources: list[Path], work: Path, kills: int, rng) -> KillReport:
-    report = KillReport("predict --out")
+    """Kill ``predict --out`` again and again, continuing each time with ``--resume``."""
+    report = KillReport("predict --out --resume")
     reference, target = work / "predict-reference.csv", work / "predict-killed.csv"
     duration = _run(_cli("predict", *sources, "--model", model, "--out", reference))
-    args = _cli("predict", *sources, "--model", model, "--out", target)
+    args = _cli("predict", *sources, "--model", model, "--out", target, "--resume", "--quiet")
     expected = reference.read_bytes()
+    expected_rows = len(expected.splitlines()) - 1
+    partial = target.with_name(target.name + ".partial")
     while report.kills < kills:
+        if target.exists():  # the last attempt finished before its kill: check it, start over
+            if target.read_bytes() != expected:
+                report.problems.append("a finished run differs from the uninterrupted one")
+            target.unlink()
         moment = rng.uniform(0.1, duration)
         if _kill_at(args, moment):
             report.kills += 1
             report.killed_after_s.append(round(moment, 2))
         if target.exists() and target.read_bytes() != expected:
             report.problems.append("a partial predictions file was left under the final name")
+        if partial.exists():
+            report.detail["max_rows_kept"] = max(
+                report.detail.get("max_rows_kept", 0), len(partial.read_bytes().splitlines())
+            )
     _run(args)
     report.identical = target.read_bytes() == expected
+    report.detail["rows"] = expected_rows
     return report
 
 

@@ -6,7 +6,6 @@ Images are decoded by the data layer's one path (:func:`canonical_image` then
 
 from __future__ import annotations
 
-import glob
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ import numpy as np
 
 from defectscope import __version__
 from defectscope.atomic_io import atomic_write_json
-from defectscope.data.images import ImageDecodeError, is_image_path, read_canonical_image
+from defectscope.data.images import ImageDecodeError, read_canonical_image
 from defectscope.deploy.backends import (
     METADATA_NAME,
     ModelLoadError,
@@ -25,8 +24,16 @@ from defectscope.deploy.backends import (
     open_backend,
     read_metadata,
 )
+from defectscope.inference.sources import SourceItem, expand_sources, stream_sources
 
-__all__ = ["Classifier", "ModelLoadError", "Prediction", "expand_sources", "load_model"]
+__all__ = [
+    "Classifier",
+    "ModelLoadError",
+    "Prediction",
+    "expand_sources",
+    "load_model",
+    "stream_sources",
+]
 log = logging.getLogger(__name__)
 
 
@@ -96,25 +103,26 @@ class Classifier:
         return list(self.iter_predict(paths, batch_size, top_k))
 
     def iter_predict(
-        self, paths: Iterable[str | Path], batch_size: int = 32, top_k: int = 3
+        self, paths: Iterable[SourceItem | str], batch_size: int = 32, top_k: int = 3
     ) -> Iterator[Prediction]:
-        import tensorflow as tf
+        """Stream predictions in input order through tf.data, holding a few batches at a time.
 
-        from defectscope.data.pipeline import preprocess_encoded
+        ``paths`` may be lazy (see :func:`stream_sources`); an item ``(source, error)`` passes
+        through as an error row.
+        """
+        import tensorflow as tf
 
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
-        pending: list[tuple[str, bytes | None, str]] = []  # in input order, errors included
-
-        def flush() -> Iterator[Prediction]:
-            encoded = [data for _, data, _ in pending if data is not None]
-            rows = iter([])
-            if encoded:
-                images = tf.stack([preprocess_encoded(data, self.image_size) for data in encoded])
-                rows = iter(self.predict_images(images))
-            for name, data, error in pending:
-                if data is None:
-                    yield Prediction(path=name, error=error)
+        for names, images, errors in stream_images(paths, self.image_size, batch_size):
+            readable = np.flatnonzero(errors == b"")
+            rows = iter(self.predict_images(tf.gather(images, readable)) if len(readable) else [])
+            for name, error in zip(names, errors, strict=True):
+                name = name.decode("utf-8", "surrogateescape")
+                if error:
+                    reason = error.decode("utf-8", "replace")
+                    log.warning("cannot predict %s: %s", name, reason)
+                    yield Prediction(path=name, error=reason)
                     continue
                 row = next(rows)
                 order = np.argsort(row)[::-1][:top_k]
@@ -124,21 +132,63 @@ class Classifier:
                     confidence=float(row[int(order[0])]),
                     top_k=[(self.classes[int(i)], float(row[int(i)])) for i in order],
                 )
-            pending.clear()
 
-        readable = 0
-        for path in paths:
-            try:
-                pending.append((str(path), read_canonical_image(path).encoded, ""))
-                readable += 1
-            except ImageDecodeError as err:
-                log.warning("cannot predict %s", err)
-                pending.append((str(path), None, err.reason))
-            if readable >= batch_size:
-                yield from flush()
-                readable = 0
-        if pending:
-            yield from flush()
+
+def _read_for_prediction(path, error):
+    """Canonical bytes of one file, or ``b""`` and the reason it cannot be read."""
+    if error.numpy():
+        return b"", error.numpy()
+    name = path.numpy().decode("utf-8", "surrogateescape")
+    try:
+        return read_canonical_image(name).encoded, b""
+    except ImageDecodeError as err:
+        return b"", err.reason.encode("utf-8")
+
+
+def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size: int):
+    """Batches ``(names, images, errors)`` as numpy/tensors; ``errors[i] == b""`` when readable.
+
+    A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead.
+    """
+    import tensorflow as tf
+
+    from defectscope.data.pipeline import preprocess_encoded
+
+    failures: list[BaseException] = []
+
+    def items():
+        try:
+            for item in paths:
+                if isinstance(item, tuple):
+                    yield item[0].encode("utf-8", "surrogateescape"), item[1].encode("utf-8")
+                else:
+                    yield str(item).encode("utf-8", "surrogateescape"), b""
+        except Exception as err:  # raised again below, not wrapped by tf.data
+            failures.append(err)
+
+    spec = tf.TensorSpec([], tf.string)
+    dataset = tf.data.Dataset.from_generator(items, output_signature=(spec, spec))
+
+    def read(path, error):
+        encoded, reason = tf.py_function(_read_for_prediction, [path, error], [tf.string] * 2)
+        encoded.set_shape([])
+        reason.set_shape([])
+        return path, encoded, reason
+
+    def decode(path, encoded, reason):
+        blank = tf.zeros([image_size, image_size, 3], tf.float32)
+        image = tf.cond(
+            tf.equal(reason, b""), lambda: preprocess_encoded(encoded, image_size), lambda: blank
+        )
+        return path, image, reason
+
+    autotune = tf.data.AUTOTUNE
+    dataset = dataset.map(read, num_parallel_calls=autotune, deterministic=True)
+    dataset = dataset.map(decode, num_parallel_calls=autotune, deterministic=True)
+    for names, images, errors in dataset.batch(batch_size).prefetch(2):
+        yield names.numpy(), images, errors.numpy()
+    if failures:
+        raise failures[0]
 
 
 def load_model(path: str | Path) -> Classifier:
@@ -149,28 +199,3 @@ def load_model(path: str | Path) -> Classifier:
     location = locate_model(path)
     metadata = read_metadata(location)
     return Classifier(open_backend(location), metadata, location)
-
-
-def expand_sources(sources: Iterable[str | Path]) -> Iterator[Path | tuple[str, str]]:
-    """Image files of files, folders (recursive) and globs; ``(source, error)`` for a miss."""
-    for source in sources:
-        text = str(source)
-        path = Path(text)
-        if path.is_file():
-            yield path
-        elif path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and is_image_path(p) and not p.name.startswith(".")
-            )
-            if not found:
-                yield (text, "folder holds no image file")
-            yield from found
-        elif any(ch in text for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
-                yield (text, "pattern matches no file")
-            yield from matches
-        else:
-            yield (text, "no such file or folder")

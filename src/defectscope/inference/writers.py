@@ -1,32 +1,193 @@
-"""Write prediction results as CSV or JSON, atomically."""
+"""Write prediction results in chunks (CSV, JSON, JSON Lines or Parquet), resumable after a kill.
+
+Rows are appended as JSON Lines to ``OUT.partial`` and flushed to disk every ``chunk_rows``
+rows; only when the run ends is the partial file converted, streaming, into ``OUT``'s format
+and renamed into place. So ``OUT`` is complete or absent, never half written, and a killed run
+continues where its partial file ends (``predict --resume``).
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from defectscope.atomic_io import atomic_write_text
+from defectscope.atomic_io import atomic_path
 from defectscope.inference.classifier import Prediction
+from defectscope.inference.sources import SourceItem
 
 CSV_COLUMNS = ("path", "label", "confidence", "top_k", "error")
+FORMATS = (".csv", ".json", ".jsonl", ".parquet")
+log = logging.getLogger(__name__)
+
+
+class ResumeError(ValueError):
+    """A partial result file that does not match the inputs it is resumed with."""
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _read_partial(partial: Path) -> Iterator[dict]:
+    """Complete rows of a partial file; a torn last line (killed mid-write) is cut off."""
+    if not partial.is_file():
+        return
+    good_bytes = 0
+    with open(partial, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            good_bytes += len(line)
+            yield row
+    if good_bytes != partial.stat().st_size:
+        log.info("%s: cutting a torn last row", partial)
+        os.truncate(partial, good_bytes)
+
+
+def _item_key(item: SourceItem | str) -> str:
+    return item[0] if isinstance(item, tuple) else str(item)
+
+
+def skip_scored(items: Iterable[SourceItem], scored: Iterator[dict]) -> Iterator[SourceItem]:
+    """Drop the leading ``items`` already in ``scored`` (same paths, same order); the rest.
+
+    Checked now, not when the result is drawn: a mismatch raises :class:`ResumeError` here.
+    """
+    items = iter(items)
+    for row in scored:
+        item = next(items, None)
+        if item is None or _item_key(item) != row["path"]:
+            found = "the end of the inputs" if item is None else repr(_item_key(item))
+            raise ResumeError(
+                f"the partial results list {row['path']!r} where the inputs now give {found}; "
+                "the inputs changed since the killed run: start again without --resume"
+            )
+    return items
+
+
+class PredictionWriter:
+    """Append predictions to ``OUT.partial`` in chunks; :meth:`finish` writes ``OUT``."""
+
+    def __init__(self, out: str | Path, chunk_rows: int = 1000) -> None:
+        self.out = Path(out)
+        if self.out.suffix not in FORMATS:
+            raise ValueError(f"output must end in one of {FORMATS}, got {str(self.out)!r}")
+        self.partial = partial_path(self.out)
+        self.chunk_rows = chunk_rows
+        self.counts = {"rows": 0, "predicted": 0}
+        self._pending: list[str] = []
+
+    def start(self, resume: bool) -> Iterator[dict]:
+        """Begin a run: with ``resume`` the rows already scored (stream them to skip inputs)."""
+        if not resume:
+            if self.partial.exists():
+                log.info("%s: discarding the partial results of an earlier run", self.partial)
+                self.partial.unlink()
+            return iter(())
+        return self._counted(_read_partial(self.partial))
+
+    def _counted(self, rows: Iterator[dict]) -> Iterator[dict]:
+        for row in rows:
+            self.counts["rows"] += 1
+            self.counts["predicted"] += not row["error"]
+            yield row
+
+    def add(self, prediction: Prediction) -> None:
+        self._pending.append(json.dumps(prediction.to_dict(), ensure_ascii=False) + "\n")
+        self.counts["rows"] += 1
+        self.counts["predicted"] += prediction.ok
+        if len(self._pending) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the pending rows and make them durable."""
+        if not self._pending:
+            return
+        with open(self.partial, "a", encoding="utf-8") as handle:
+            handle.writelines(self._pending)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._pending.clear()
+
+    def finish(self) -> Path:
+        """Convert the partial rows into ``OUT`` (atomically) and remove the partial file."""
+        self.flush()
+        self.partial.touch()
+        with atomic_path(self.out) as temporary:
+            _CONVERTERS[self.out.suffix](_read_partial(self.partial), temporary)
+        self.partial.unlink()
+        return self.out
+
+
+def _write_jsonl(rows: Iterator[dict], target: Path) -> None:
+    with open(target, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_json(rows: Iterator[dict], target: Path) -> None:
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.write("[")
+        for index, row in enumerate(rows):
+            handle.write(("," if index else "") + "\n  " + json.dumps(row, ensure_ascii=False))
+        handle.write("\n]\n")
+
+
+def _write_csv(rows: Iterator[dict], target: Path) -> None:
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in row["top_k"])
+            confidence = "" if row["error"] else f"{row['confidence']:.6f}"
+            writer.writerow([row["path"], row["label"], confidence, top, row["error"]])
+
+
+def _write_parquet(rows: Iterator[dict], target: Path, group_rows: int = 10_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    top = pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())]))
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("confidence", pa.float64()),
+            ("top_k", top),
+            ("error", pa.string()),
+        ]
+    )
+    with pq.ParquetWriter(str(target), schema) as writer:
+        group: list[dict] = []
+        for row in rows:
+            group.append({**row, "confidence": None if row["error"] else row["confidence"]})
+            if len(group) >= group_rows:
+                writer.write_table(pa.Table.from_pylist(group, schema))
+                group.clear()
+        if group:
+            writer.write_table(pa.Table.from_pylist(group, schema))
+
+
+_CONVERTERS = {
+    ".csv": _write_csv,
+    ".json": _write_json,
+    ".jsonl": _write_jsonl,
+    ".parquet": _write_parquet,
+}
 
 
 def write_predictions(predictions: Sequence[Prediction], path: str | Path) -> Path:
-    """``.json``: a list of ``to_dict()``; ``.csv``: top-k as ``label:probability;...``."""
-    path = Path(path)
-    if path.suffix == ".json":
-        text = json.dumps([p.to_dict() for p in predictions], indent=2) + "\n"
-    else:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        for p in predictions:
-            top = ";".join(f"{name}:{prob:.6f}" for name, prob in p.top_k)
-            confidence = f"{p.confidence:.6f}" if p.ok else ""
-            writer.writerow([p.path, p.label, confidence, top, p.error])
-        text = buffer.getvalue()
-    atomic_write_text(path, text)
-    return path
+    """All ``predictions`` to ``path`` (.csv, .json, .jsonl or .parquet) in one go."""
+    writer = PredictionWriter(path)
+    writer.start(resume=False)
+    for prediction in predictions:
+        writer.add(prediction)
+    return writer.finish()
