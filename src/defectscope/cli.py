@@ -118,8 +118,24 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run folder from its last epoch.")
     ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="auto | default | mirrored | multiworker (cluster from TF_CONFIG)."),
+    ] = None,
+    cpu_devices: Annotated[
+        int | None, typer.Option(help="Split the CPU into N logical devices (mirrored on CPU).")
+    ] = None,
+    mixed_precision: Annotated[
+        str | None, typer.Option(help="off | float16 (GPU, loss scaling) | bfloat16.")
+    ] = None,
+    xla: Annotated[
+        bool | None, typer.Option("--xla/--no-xla", help="Compile the training step with XLA.")
+    ] = None,
 ) -> None:
-    """Transfer learning: head on cached features, then fine-tuning; evaluates at the end."""
+    """Transfer learning: head on cached features, then fine-tuning; evaluates at the end.
+
+    --batch-size is per replica; with several replicas the fine-tuning rate scales with them.
+    """
     from defectscope.training.config import resolve_config
     from defectscope.training.trainer import RunFolderError
     from defectscope.training.trainer import train as run_training
@@ -139,11 +155,24 @@ def train(
                 "seed": seed,
                 "finetune": {"epochs": epochs} if epochs is not None else None,
                 "head": {"epochs": head_epochs} if head_epochs is not None else None,
+                "distribute": {
+                    key: value
+                    for key, value in {
+                        "strategy": strategy,
+                        "cpu_devices": cpu_devices,
+                        "mixed_precision": mixed_precision,
+                        "xla": xla,
+                    }.items()
+                    if value is not None
+                },
             }
             result = run_training(resolve_config(config, **overrides))
     except (RunFolderError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     metrics = result.metrics
+    if not metrics:
+        typer.echo(f"worker done ({result.seconds / 60:.1f} min); the chief wrote {result.run_dir}")
+        return
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
         f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f}, "
@@ -357,6 +386,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # tf.distribute's per-op chatter
     app()
 
 

@@ -123,13 +123,40 @@ def _read_canonical_bytes(path):
     return read_canonical_image(path.numpy().decode("utf-8"), DEFAULT_MAX_PIXELS).encoded
 
 
-def _encoded_dataset(source: DataSource, shuffle: bool, seed: int | None):
+@dataclass(frozen=True)
+class InputShard:
+    """The part of a split one worker reads: ``file`` (whole shard files, when there are at
+    least as many as workers) or ``data`` (every ``count``-th record)."""
+
+    count: int = 1
+    index: int = 0
+
+    def level(self, source: DataSource) -> str:
+        if self.count <= 1:
+            return "none"
+        return "file" if source.kind == "tfrecord" and len(source.files) >= self.count else "data"
+
+    def num_examples(self, source: DataSource) -> int:
+        """Records this worker reads."""
+        level = self.level(source)
+        if level == "none":
+            return source.num_examples
+        if level == "data":
+            return len(range(self.index, source.num_examples, self.count))
+        shards = read_manifest(source.path)["splits"][source.split]["shards"]
+        return sum(s["num_records"] for s in shards[self.index :: self.count])
+
+
+def _encoded_dataset(source: DataSource, shuffle: bool, seed: int | None, shard: InputShard):
     """Elements ``(encoded bytes, label, source_id)`` in the order of the source."""
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
+    level = shard.level(source)
     if source.kind == "tfrecord":
         files = tf.data.Dataset.from_tensor_slices(list(source.files))
+        if level == "file":
+            files = files.shard(shard.count, shard.index)
         if shuffle:
             files = files.shuffle(len(source.files), seed=seed)
         records = files.interleave(
@@ -144,10 +171,14 @@ def _encoded_dataset(source: DataSource, shuffle: bool, seed: int | None):
             label = tf.cast(parsed[IMAGE_CLASS_LABEL], tf.int32)
             return parsed[IMAGE_ENCODED], label, parsed[IMAGE_SOURCE_ID]
 
+        if level == "data":
+            records = records.shard(shard.count, shard.index)
         return records.map(from_example, num_parallel_calls=autotune)
 
     slices = (list(source.files), list(source.labels), list(source.source_ids))
     items = tf.data.Dataset.from_tensor_slices(slices)
+    if level == "data":
+        items = items.shard(shard.count, shard.index)
 
     def from_file(path, label, source_id):
         encoded = tf.py_function(_read_canonical_bytes, [path], tf.string)
@@ -176,12 +207,13 @@ def create_dataset(
     seed: int | None = None,
     with_ids: bool = False,
     shuffle_buffer: int = 2048,
+    shard: InputShard = InputShard(),
 ):
     """Batched ``(images, labels[, source_ids])`` for one split.
 
     ``training`` shuffles (seeded) and applies ``augment`` (default :class:`AugmentConfig`);
     evaluation order is the source's own. Pass ``augment=AugmentConfig(flip=False, ...)`` to
-    tune it, or ``training=False`` for clean images.
+    tune it, or ``training=False`` for clean images. ``shard`` reads one worker's part only.
     """
     import tensorflow as tf
 
@@ -194,9 +226,10 @@ def create_dataset(
     if source.num_examples == 0:
         raise DataSourceError(f"{source.path}: split {source.split!r} holds no usable image")
     autotune = tf.data.AUTOTUNE
-    dataset = _encoded_dataset(source, shuffle=training, seed=seed)
+    num_examples = shard.num_examples(source)
+    dataset = _encoded_dataset(source, shuffle=training, seed=seed, shard=shard)
     if training:
-        dataset = dataset.shuffle(min(shuffle_buffer, source.num_examples), seed=seed)
+        dataset = dataset.shuffle(min(shuffle_buffer, max(num_examples, 1)), seed=seed)
 
     def decode(encoded, label, source_id):
         return preprocess_encoded(encoded, image_size), label, source_id
@@ -215,6 +248,6 @@ def create_dataset(
         )
     if not with_ids:
         dataset = dataset.map(lambda image, label, _: (image, label))
-    batches = -(-source.num_examples // batch_size)
+    batches = -(-num_examples // batch_size)
     dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(autotune)

@@ -51,8 +51,14 @@ def create_model(
     image_size: int = 200,
     weights: str | Path | None = "imagenet",
     dropout: float = 0.3,
+    pretrained: bool | None = None,
 ):
-    """Xception classifier taking float images in [0, 255] (any entry point feeds those)."""
+    """Xception classifier taking float images in [0, 255] (any entry point feeds those).
+
+    ``pretrained`` sets the BatchNormalization behaviour (frozen statistics when True); by
+    default it follows ``weights``. Pass it to build a copy that will load trained weights.
+    The softmax output stays float32 under a mixed-precision policy.
+    """
     import keras
 
     if num_classes < 2:
@@ -60,7 +66,9 @@ def create_model(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     backbone = create_backbone(image_size, weights)
-    if resolve_weights(weights) is None:
+    if pretrained is None:
+        pretrained = resolve_weights(weights) is not None
+    if not pretrained:
         for layer in backbone.layers:  # from scratch: let BN statistics settle within few steps
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
@@ -68,10 +76,12 @@ def create_model(
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="pixel_scaling")(inputs)
     # Pretrained: BatchNormalization stays in inference mode while fine-tuning (its statistics
     # come from ImageNet). Random weights: it must learn its statistics, so it follows training.
-    x = backbone(x, training=False if resolve_weights(weights) else None)
+    x = backbone(x, training=False if pretrained else None)
     x = keras.layers.GlobalAveragePooling2D(name=FEATURES_NAME)(x)
     x = keras.layers.Dropout(dropout, name=DROPOUT_NAME)(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=PREDICTIONS_NAME)(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name=PREDICTIONS_NAME, dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="defectscope_xception")
 
 

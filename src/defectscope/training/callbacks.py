@@ -96,14 +96,19 @@ class BestCheckpoint(keras.callbacks.Callback):
     never overwrites a better checkpoint.
     """
 
-    def __init__(self, path: Path, best: float = -1.0, patience: int = 0, wait: int = 0) -> None:
+    def __init__(
+        self, path: Path, best: float = -1.0, patience: int = 0, write: bool = True
+    ) -> None:
         super().__init__()
-        self.path, self.best, self.patience, self.wait = path, best, patience, wait
+        self.path, self.best, self.patience, self.wait = path, best, patience, 0
+        self.write = write  # False on non-chief workers: same decisions, no file
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         accuracy = float((logs or {}).get("val_accuracy", -1.0))
         if accuracy >= self.best:
             self.best, self.wait = accuracy, 0
+            if not self.write:
+                return
             with atomic_path(self.path) as temp:
                 self.model.save(temp)
             log.info("best checkpoint: val_acc %.4f -> %s", accuracy, self.path)
@@ -112,3 +117,23 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.patience and self.wait >= self.patience:
             log.info("early stop: no better val_acc for %d epochs", self.wait)
             self.model.stop_training = True
+
+
+class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras ``BackupAndRestore`` that only the chief writes; every worker restores from it.
+
+    In a cluster the run folder must be on storage all workers see, so that a restarted
+    worker resumes from the same epoch as the chief.
+    """
+
+    def __init__(self, backup_dir: str, write: bool = True) -> None:
+        super().__init__(backup_dir, double_checkpoint=True)
+        self.write = write
+
+    def _save_model(self) -> None:
+        if self.write:
+            super()._save_model()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.write:  # the chief removes the backup once training is over
+            super().on_train_end(logs)

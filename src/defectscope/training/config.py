@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from defectscope.data.augment import AugmentConfig
+from defectscope.training.distribute import DistributeConfig
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainConfig:
     val_split: str = "validation"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a .weights.h5 file
     image_size: int = 200
-    batch_size: int = 16
+    batch_size: int = 16  # per replica: the global batch is batch_size x replicas
     dropout: float = 0.5
     seed: int = 0
     class_weights: str = "auto"  # "auto" (when imbalanced), "balanced" or "none"
@@ -53,6 +54,7 @@ class TrainConfig:
     head: HeadPhaseConfig = field(default_factory=HeadPhaseConfig)
     finetune: FineTunePhaseConfig = field(default_factory=FineTunePhaseConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
 
     def __post_init__(self) -> None:
         if self.class_weights not in ("auto", "balanced", "none"):
@@ -67,7 +69,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_NESTED = {"head": HeadPhaseConfig, "finetune": FineTunePhaseConfig, "augment": AugmentConfig}
+_NESTED = {
+    "head": HeadPhaseConfig,
+    "finetune": FineTunePhaseConfig,
+    "augment": AugmentConfig,
+    "distribute": DistributeConfig,
+}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.atomic_io import atomic_write_json
-from defectscope.data.pipeline import DataSource, create_dataset, open_source
+from defectscope.data.pipeline import DataSource, open_source
 from defectscope.inference.classifier import load_model, write_model_metadata
 from defectscope.training.config import TrainConfig, load_config, save_config
 
@@ -147,106 +146,164 @@ def _train_head(model, config: TrainConfig, run: Path, train: DataSource, val: D
     return speedup
 
 
-def _fine_tune(model, config: TrainConfig, run: Path, train: DataSource, val: DataSource) -> None:
-    """Phase 2: top blocks trainable, augmentation, cosine schedule, best checkpoint, resumable."""
+def _fine_tune(
+    model, config: TrainConfig, run: Path, train: DataSource, val: DataSource, strategy
+) -> None:
+    """Phase 2: top blocks trainable, augmentation, cosine schedule, best checkpoint, resumable.
+
+    Under a tf.distribute strategy the model was built in its scope; every worker runs this,
+    only the chief writes.
+    """
     import keras
 
     from defectscope.models.xception import set_trainable_blocks
-    from defectscope.training.callbacks import BestCheckpoint, ResultsLog, read_results
+    from defectscope.training.callbacks import (
+        BestCheckpoint,
+        ChiefBackupAndRestore,
+        ResultsLog,
+        read_results,
+    )
+    from defectscope.training.distribute import distributed_inputs, is_chief
+    from defectscope.training.keras_compat import prepare_multiworker_fit
 
-    phase = config.finetune
+    phase, chief = config.finetune, is_chief()
     layers = set_trainable_blocks(model, phase.unfreeze_from)
     log.info("fine-tuning from %s: %d backbone layers trainable", phase.unfreeze_from, layers)
-    steps = math.ceil(train.num_examples / config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, steps * phase.epochs - int(steps * phase.warmup_epochs)),
-        warmup_target=phase.learning_rate,
-        warmup_steps=int(steps * phase.warmup_epochs),
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
-        metrics=["accuracy"],
-    )
-    num_classes = len(train.classes)
-
-    def one_hot(images, labels):
-        import tensorflow as tf
-
-        return images, tf.one_hot(labels, num_classes)
-
-    common = {"image_size": config.image_size, "batch_size": config.batch_size}
-    train_data = create_dataset(
-        train, training=True, augment=config.augment, seed=config.seed, **common
-    ).map(one_hot)
-    val_data = create_dataset(val, **common).map(one_hot)
-    history = [r for r in read_results(run / "results.csv") if r["phase"] == "finetune"]
     state = _state(run)
+    weights = dict(enumerate(state["class_weights"])) if state.get("class_weights") else None
+    inputs = distributed_inputs(strategy, config, train, val, weights)
+    learning_rate = phase.learning_rate * (
+        inputs.replicas if config.distribute.scale_learning_rate else 1
+    )
+    if inputs.replicas > 1:
+        log.info(
+            "%d replicas: global batch %d, peak learning rate %.2e, %d steps per epoch",
+            inputs.replicas,
+            inputs.global_batch,
+            learning_rate,
+            inputs.steps_per_epoch,
+        )
+    steps = inputs.steps_per_epoch
+    with strategy.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=max(1, steps * phase.epochs - int(steps * phase.warmup_epochs)),
+            warmup_target=learning_rate,
+            warmup_steps=int(steps * phase.warmup_epochs),
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=config.distribute.xla,
+        )
+    prepare_multiworker_fit(model, strategy, config.image_size, len(train.classes))
+    history = [r for r in read_results(run / "results.csv") if r["phase"] == "finetune"]
     best = max([state.get("head_val_accuracy", -1.0)] + [float(r["val_accuracy"]) for r in history])
     callbacks = [  # results and best first: a kill before the backup only repeats that epoch
-        ResultsLog(run / "results.csv", "finetune", phase.epochs),
-        BestCheckpoint(run / "weights" / "best.keras", best=best, patience=phase.patience),
-        keras.callbacks.BackupAndRestore(str(run / "backup"), double_checkpoint=True),
-        keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, profile_batch=0),
+        BestCheckpoint(run / "weights" / "best.keras", best, phase.patience, write=chief),
+        ChiefBackupAndRestore(str(run / "backup"), write=chief),
     ]
+    if chief:
+        callbacks.insert(0, ResultsLog(run / "results.csv", "finetune", phase.epochs))
+        logs = keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, profile_batch=0)
+        callbacks.append(logs)
     model.fit(
-        train_data,
-        validation_data=val_data,
+        inputs.train,
+        validation_data=inputs.val,
         epochs=phase.epochs,
-        class_weight=dict(enumerate(state["class_weights"]))
-        if state.get("class_weights")
-        else None,
+        steps_per_epoch=inputs.fit_steps,
+        class_weight=inputs.class_weight,
         callbacks=callbacks,
-        verbose=_fit_verbosity(),
+        verbose=_fit_verbosity() if chief else 0,
     )
+
+
+def _wait_for_head(run: Path, timeout_s: float = 6 * 3600) -> None:
+    """A non-chief worker waits until the chief has trained (and saved) the head."""
+    deadline = time.monotonic() + timeout_s
+    while not _state(run).get("head_done"):
+        if time.monotonic() > deadline:
+            raise RunFolderError(f"{run}: the chief wrote no head weights in {timeout_s:.0f} s")
+        time.sleep(2)
+
+
+def _completed(run: Path) -> TrainResult | None:
+    metrics_path = run / "evaluation" / "metrics.json"
+    if _state(run).get("done") and metrics_path.is_file():
+        log.info("%s is already complete; nothing to resume", run)
+        metrics = json.loads(metrics_path.read_text())
+        return TrainResult(run, metrics, float(_state(run).get("head_speedup", "nan")), 0.0)
+    return None
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or resume) both phases, then evaluate the best checkpoint on the validation split."""
+    """Run (or resume) both phases, then evaluate the best checkpoint on the validation split.
+
+    Phase 1 runs on the chief alone (it is a matrix product on cached features); phase 2 runs
+    under the strategy of ``config.distribute`` on every worker.
+    """
     import keras
 
     from defectscope.evaluation.metrics import predict_source
     from defectscope.evaluation.report import plot_training_curves, write_evaluation
     from defectscope.models.xception import create_model
     from defectscope.training.callbacks import read_results
-
-    started = time.perf_counter()
-    run = _prepare_run(config, resume)
-    if resume:
-        config = load_config(run / "config.yaml")
-        metrics_path = run / "evaluation" / "metrics.json"
-        if _state(run).get("done") and metrics_path.is_file():
-            log.info("%s is already complete; nothing to resume", run)
-            metrics = json.loads(metrics_path.read_text())
-            return TrainResult(run, metrics, float(_state(run).get("head_speedup", "nan")), 0.0)
-        log.info("resuming %s", run)
-    keras.utils.set_random_seed(config.seed)
-    train_source = open_source(config.data, config.train_split)
-    val_source = open_source(config.data, config.val_split)
-    if train_source.classes != val_source.classes:
-        raise RunFolderError(
-            f"{config.data}: classes differ between {config.train_split} "
-            f"{list(train_source.classes)} and {config.val_split} {list(val_source.classes)}"
-        )
-    classes = list(train_source.classes)
-    model = create_model(len(classes), config.image_size, config.weights, config.dropout)
-    write_model_metadata(
-        run / "weights", classes, config.image_size, source_run=str(run), data=str(config.data)
+    from defectscope.training.distribute import (
+        create_strategy,
+        is_chief,
+        set_precision,
+        strategy_name,
+        task_label,
     )
-    state = _state(run)
-    if config.head.epochs == 0 and not state.get("head_done"):
-        log.info("phase 1 skipped (head.epochs = 0)")
-        model.save_weights(run / "weights" / "head.weights.h5")
-        _set_state(run, head_done=True, head_val_accuracy=-1.0)
-    elif not state.get("head_done"):
-        _train_head(model, config, run, train_source, val_source)
-    else:
-        model.load_weights(run / "weights" / "head.weights.h5")
-        log.info("phase 1 already done (val_acc %.4f)", state["head_val_accuracy"])
-    if config.finetune.epochs > 0 and config.finetune.unfreeze_from != "none":
-        _fine_tune(model, config, run, train_source, val_source)
-    model.save(run / "weights" / "last.keras")
+
+    started, chief = time.perf_counter(), is_chief()
+    if resume:
+        if not (Path(config.out) / "config.yaml").is_file():
+            raise RunFolderError(f"{config.out}: no config.yaml; nothing to resume")
+        config = load_config(Path(config.out) / "config.yaml")
+    strategy = create_strategy(config.distribute)  # before any other TensorFlow work
+    run = _prepare_run(config, resume) if chief else Path(config.out)
+    if resume and (done := _completed(run)) is not None:
+        return done
+    if resume:
+        log.info("resuming %s", run)
+    if strategy_name(strategy) != "default":
+        log.info(
+            "%s: %s strategy, %d replicas, this task %s (%s)",
+            run,
+            strategy_name(strategy),
+            strategy.num_replicas_in_sync,
+            task_label(),
+            "chief" if chief else "worker: writes nothing",
+        )
+    keras.utils.set_random_seed(config.seed)
+    set_precision(config.distribute)
+    try:
+        train_source = open_source(config.data, config.train_split)
+        val_source = open_source(config.data, config.val_split)
+        if train_source.classes != val_source.classes:
+            raise RunFolderError(
+                f"{config.data}: classes differ between {config.train_split} "
+                f"{list(train_source.classes)} and {config.val_split} {list(val_source.classes)}"
+            )
+        classes = list(train_source.classes)
+        model = _phase_one(config, run, train_source, val_source, chief)
+        if strategy_name(strategy) != "default":  # phase 2 on a copy built in the scope
+            pretrained = str(config.weights).lower() != "none"
+            with strategy.scope():
+                model = create_model(
+                    len(classes), config.image_size, "none", config.dropout, pretrained
+                )
+            model.load_weights(run / "weights" / "head.weights.h5")
+        if config.finetune.epochs > 0 and config.finetune.unfreeze_from != "none":
+            _fine_tune(model, config, run, train_source, val_source, strategy)
+        if not chief:
+            log.info("worker %s done; the chief writes the run folder", task_label())
+            return TrainResult(run, {}, float("nan"), time.perf_counter() - started)
+        model.save(run / "weights" / "last.keras")
+    finally:
+        set_precision(type(config.distribute)())
     plot_training_curves(read_results(run / "results.csv"), run / "training_curves.png")
     classifier = load_model(run)
     result = predict_source(classifier.predict_images, val_source, config.image_size)
@@ -265,3 +322,29 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         run / "evaluation",
     )
     return TrainResult(run, metrics, float(state.get("head_speedup", float("nan"))), seconds)
+
+
+def _phase_one(config: TrainConfig, run: Path, train: DataSource, val: DataSource, chief: bool):
+    """The model with its trained head: trained here (chief), or read once the chief saved it."""
+    from defectscope.models.xception import create_model
+
+    classes = list(train.classes)
+    model = create_model(len(classes), config.image_size, config.weights, config.dropout)
+    if not chief:
+        _wait_for_head(run)
+        model.load_weights(run / "weights" / "head.weights.h5")
+        return model
+    write_model_metadata(
+        run / "weights", classes, config.image_size, source_run=str(run), data=str(config.data)
+    )
+    state = _state(run)
+    if config.head.epochs == 0 and not state.get("head_done"):
+        log.info("phase 1 skipped (head.epochs = 0)")
+        model.save_weights(run / "weights" / "head.weights.h5")
+        _set_state(run, head_done=True, head_val_accuracy=-1.0)
+    elif not state.get("head_done"):
+        _train_head(model, config, run, train, val)
+    else:
+        model.load_weights(run / "weights" / "head.weights.h5")
+        log.info("phase 1 already done (val_acc %.4f)", state["head_val_accuracy"])
+    return model
