@@ -68,6 +68,24 @@ def test_workers_read_disjoint_parts_that_cover_the_split(
     ]
 
 
+@pytest.mark.slow
+def test_mixed_precision_and_xla_train_on_cpu(synthetic_records: Path, tmp_path: Path) -> None:
+    import keras
+
+    from defectscope.training.trainer import train
+    from tests.conftest import tiny_config
+
+    distribute = {"mixed_precision": "bfloat16", "xla": True}
+    result = train(tiny_config(synthetic_records, tmp_path / "run", distribute=distribute))
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    model = keras.saving.load_model(result.run_dir / "weights" / "last.keras")
+    assert model.get_layer("xception").get_layer("block1_conv1").dtype_policy.name == (
+        "mixed_bfloat16"
+    )
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+    assert model.output.dtype == "float32" and 0 <= result.metrics["accuracy"] <= 1
+
+
 # --- real runs: one process, MirroredStrategy over 2 logical CPUs, 2 workers on localhost ---
 
 CONFIG = """weights: {weights}

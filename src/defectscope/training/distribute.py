@@ -231,4 +231,3 @@ def distributed_inputs(strategy, config, train, val, class_weight: dict | None) 
         steps,
         None,
     )
-

@@ -279,6 +279,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         )
     keras.utils.set_random_seed(config.seed)
     set_precision(config.distribute)
+    if config.distribute.mixed_precision != "off" or config.distribute.xla:
+        log.info(
+            "mixed precision %s (softmax in float32), XLA %s",
+            config.distribute.mixed_precision,
+            "on" if config.distribute.xla else "off",
+        )
     try:
         train_source = open_source(config.data, config.train_split)
         val_source = open_source(config.data, config.val_split)
