@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from defectscope.training.distribute import (
     DistributeConfig,
     cluster_spec,
     is_chief,
+    local_tf_configs,
     resolve_strategy_name,
 )
 
@@ -120,21 +120,10 @@ def _train(data: Path, run: Path, config: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "defectscope", *args]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(args_for: list[list[str]], logs: Path) -> list[subprocess.Popen]:
-    ports = _free_ports(len(args_for))
-    processes = []
-    for index, args in enumerate(args_for):
-        env = {**os.environ, "TF_CONFIG": _tf_config(len(args_for), index, ports)}
+    processes, configs = [], local_tf_configs(len(args_for))
+    for index, (args, tf_config) in enumerate(zip(args_for, configs, strict=True)):
+        env = {**os.environ, "TF_CONFIG": tf_config}
         log = open(logs / f"worker{index}.log", "w")  # noqa: SIM115 - closed with the process
         processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
     return processes

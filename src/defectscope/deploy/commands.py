@@ -21,7 +21,7 @@ def export(
     data: Annotated[
         Path | None, typer.Option(help="Data for parity and int8 calibration (default: the run's).")
     ] = None,
-    calibration_images: Annotated[int, typer.Option(min=8)] = 200,
+    calibration_images: Annotated[int, typer.Option(min=8)] = 400,
 ) -> None:
     """Export for CPU inference, with metadata.json and a parity check on the validation split."""
     from defectscope.deploy.backends import ModelLoadError

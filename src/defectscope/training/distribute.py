@@ -231,3 +231,20 @@ def distributed_inputs(strategy, config, train, val, class_weight: dict | None) 
         steps,
         None,
     )
+
+
+def local_tf_configs(workers: int) -> list[str]:
+    """``TF_CONFIG`` values for ``workers`` worker processes on this machine (free loopback
+    ports), for trying multi-worker training on one box; worker 0 is the chief."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    addresses = [f"localhost:{sock.getsockname()[1]}" for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return [
+        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+        for i in range(workers)
+    ]
