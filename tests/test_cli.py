@@ -163,6 +163,14 @@ def test_predict_streams_a_path_list_in_shards_to_parquet(
     assert "cannot read" in gone["error"] and gone["confidence"] is None
 
 
+def test_predict_reads_paths_from_stdin(tiny_run: Path, synthetic_root: Path) -> None:
+    images = sorted(str(p) for p in (synthetic_root / "validation").rglob("*.jpg"))[:3]
+    args = ["predict", "--model", str(tiny_run), "--paths-from", "-"]
+    result = runner.invoke(app, args, input="# from find\n" + "\n".join(images) + "\n")
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 images predicted" in result.output
+
+
 def test_predict_resume_continues_a_partial_file(
     tiny_run: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:

@@ -65,8 +65,8 @@ def read_path_list(list_file: str | Path) -> Iterator[str]:
 
     handle = sys.stdin if str(list_file) == "-" else open(list_file, encoding="utf-8")  # noqa: SIM115
     try:
-        for line in handle:
-            text = line.strip()
+        for line in iter(handle.readline, ""):  # readline: iterating some stdin wrappers ends
+            text = line.strip()  # in EOFError instead of StopIteration
             if text and not text.startswith("#"):
                 yield text
     finally:
