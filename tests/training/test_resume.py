@@ -59,3 +59,15 @@ def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
     assert "head epoch" not in resumed.stderr  # phase 1 was not redone
     assert (run / "weights" / "last.keras").is_file()
     assert (run / "evaluation" / "metrics.json").is_file()
+
+    # the resumed run repeats the uninterrupted one: same batches, augmentation and dropout
+    reference = tmp_path / "reference"
+    uninterrupted = command(
+        "train", "--data", str(synthetic_records), "--out", str(reference), "--config", str(config)
+    )
+    assert subprocess.run(uninterrupted, capture_output=True, timeout=600).returncode == 0
+    with open(reference / "results.csv") as handle:
+        expected = [r for r in csv.DictReader(handle) if r["phase"] == "finetune"]
+    for got, want in zip(rows, expected, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4), (got, want)

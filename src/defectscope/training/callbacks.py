@@ -119,6 +119,25 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochRandomState(keras.callbacks.Callback):
+    """Sets the model's random-number states (dropout) from the epoch at each epoch's start.
+
+    Keras does not save those states with the weights, so without this an epoch redone after
+    ``--resume`` would draw other dropout masks than the epoch the kill interrupted.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        pending = list(self.model.layers)
+        while pending:
+            layer = pending.pop()
+            pending.extend(getattr(layer, "layers", []))
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                state = keras.ops.convert_to_numpy(generator.state)
+                state[1] = epoch << 20  # the counter; [0] is the layer's own seed
+                generator.state.assign(state)
+
+
 class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras ``BackupAndRestore`` that only the chief writes; every worker restores from it.
 

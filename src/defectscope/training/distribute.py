@@ -155,14 +155,31 @@ class FitInputs:
     class_weight: dict | None  # None when folded into the dataset as sample weights
 
 
-def distributed_inputs(strategy, config, train, val, class_weight: dict | None) -> FitInputs:
-    """Training and validation input for ``strategy``.
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data seed of one epoch: shuffling and augmentation depend on (seed, epoch) only."""
+    return seed * 10_000 + epoch
+
+
+def _epochs_of(make_epoch, first_epoch: int, epochs: int):
+    """One dataset per epoch from ``first_epoch`` on (and a spare one), concatenated, so that an
+    epoch redone after ``--resume`` sees exactly the batches it saw before the kill."""
+    dataset = make_epoch(first_epoch)
+    for epoch in range(first_epoch + 1, epochs + 1):
+        dataset = dataset.concatenate(make_epoch(epoch))
+    return dataset
+
+
+def distributed_inputs(
+    strategy, config, train, val, class_weight: dict | None, first_epoch: int = 0
+) -> FitInputs:
+    """Training and validation input for ``strategy``, from epoch ``first_epoch`` on.
 
     One worker (default, mirrored): batches of the global size, which Keras splits over the
     replicas. Several workers: each builds its own pipeline over its part of the training
     split (:class:`InputShard`: whole files when there are enough, else every n-th record),
-    repeated with a fixed number of steps so every worker runs the same steps; validation is
-    read whole by each worker, so its metrics are the same everywhere.
+    with a fixed number of steps so every worker runs the same steps; validation is read whole
+    by each worker, so its metrics are the same everywhere. Each epoch's order and
+    augmentation come from :func:`epoch_seed`.
     """
     import math
 
@@ -173,22 +190,36 @@ def distributed_inputs(strategy, config, train, val, class_weight: dict | None) 
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     num_classes = len(train.classes)
-    augment = {"training": True, "augment": config.augment, "seed": config.seed}
+    epochs = config.finetune.epochs
 
     def one_hot(images, labels):
         return images, tf.one_hot(labels, num_classes)
 
+    def augmented(epoch: int, **kwargs):
+        seed = epoch_seed(config.seed, epoch)
+        return create_dataset(
+            train,
+            image_size=config.image_size,
+            training=True,
+            augment=config.augment,
+            seed=seed,
+            **kwargs,
+        )
+
     if strategy_name(strategy) != "multiworker":
         steps = math.ceil(train.num_examples / global_batch)
-        train_data = create_dataset(
-            train, image_size=config.image_size, batch_size=global_batch, **augment
-        ).map(one_hot)
+        train_data = _epochs_of(
+            lambda epoch: augmented(epoch, batch_size=global_batch).map(one_hot),
+            first_epoch,
+            epochs,
+        )
         val_data = create_dataset(val, image_size=config.image_size, batch_size=global_batch)
         return FitInputs(
-            train_data, val_data.map(one_hot), replicas, global_batch, steps, None, class_weight
+            train_data, val_data.map(one_hot), replicas, global_batch, steps, steps, class_weight
         )
     workers = max(1, cluster_size(cluster_spec()))
-    local_batch = config.batch_size * max(1, replicas // workers)
+    local_replicas = max(1, replicas // workers)
+    local_batch = config.batch_size * local_replicas
     smallest = min(InputShard(workers, i).num_examples(train) for i in range(workers))
     steps = smallest // local_batch
     if steps < 1:
@@ -206,10 +237,13 @@ def distributed_inputs(strategy, config, train, val, class_weight: dict | None) 
     def train_fn(context):
         part = InputShard(context.num_input_pipelines, context.input_pipeline_id)
         batch = context.get_per_replica_batch_size(global_batch)
-        dataset = create_dataset(
-            train, image_size=config.image_size, batch_size=batch, shard=part, **augment
-        )
-        return dataset.map(weighted if class_weight else one_hot).repeat()
+
+        def make_epoch(epoch: int):
+            dataset = augmented(epoch, batch_size=batch, shard=part)
+            dataset = dataset.map(weighted if class_weight else one_hot)
+            return dataset.repeat().take(steps * local_replicas)  # the same steps everywhere
+
+        return _epochs_of(make_epoch, first_epoch, epochs)
 
     def val_fn(context):
         batch = context.get_per_replica_batch_size(global_batch)

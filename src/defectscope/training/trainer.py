@@ -146,6 +146,15 @@ def _train_head(model, config: TrainConfig, run: Path, train: DataSource, val: D
     return speedup
 
 
+def _backup_epoch(run: Path) -> int:
+    """The epoch ``BackupAndRestore`` will resume from (0 when there is no backup)."""
+    path = run / "backup" / "training_metadata.json"
+    try:
+        return int(json.loads(path.read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _fine_tune(
     model, config: TrainConfig, run: Path, train: DataSource, val: DataSource, strategy
 ) -> None:
@@ -160,6 +169,7 @@ def _fine_tune(
     from defectscope.training.callbacks import (
         BestCheckpoint,
         ChiefBackupAndRestore,
+        EpochRandomState,
         ResultsLog,
         read_results,
     )
@@ -171,7 +181,7 @@ def _fine_tune(
     log.info("fine-tuning from %s: %d backbone layers trainable", phase.unfreeze_from, layers)
     state = _state(run)
     weights = dict(enumerate(state["class_weights"])) if state.get("class_weights") else None
-    inputs = distributed_inputs(strategy, config, train, val, weights)
+    inputs = distributed_inputs(strategy, config, train, val, weights, _backup_epoch(run))
     learning_rate = phase.learning_rate * (
         inputs.replicas if config.distribute.scale_learning_rate else 1
     )
@@ -203,6 +213,7 @@ def _fine_tune(
     callbacks = [  # results and best first: a kill before the backup only repeats that epoch
         BestCheckpoint(run / "weights" / "best.keras", best, phase.patience, write=chief),
         ChiefBackupAndRestore(str(run / "backup"), write=chief),
+        EpochRandomState(),
     ]
     if chief:
         callbacks.insert(0, ResultsLog(run / "results.csv", "finetune", phase.epochs))
