@@ -67,6 +67,22 @@ def test_weights_arguments() -> None:
     assert resolve_weights("none") is None and resolve_weights(None) is None
     with pytest.raises(FileNotFoundError, match=r"'missing\.weights\.h5'"):
         resolve_weights("missing.weights.h5")
+
+
+def test_keras3_weights_under_another_name_get_a_clear_error(model, tmp_path) -> None:
+    keras3 = tmp_path / "xception.weights.h5"
+    model.save_weights(keras3)
+    assert resolve_weights(keras3) == str(keras3)
+    renamed = tmp_path / "W.h5"
+    renamed.write_bytes(keras3.read_bytes())
+    with pytest.raises(ValueError, match=r"'.*W\.h5'.*\*\.weights\.h5"):
+        resolve_weights(renamed)
+    import h5py
+
+    legacy = tmp_path / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"  # Keras 2 style
+    with h5py.File(legacy, "w") as handle:
+        handle.attrs["layer_names"] = [b"block1_conv1"]
+    assert resolve_weights(legacy) == str(legacy)
     with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
         create_model(1, 71, "none")
     with pytest.raises(ValueError, match="image_size >= 71, got 32"):

@@ -28,7 +28,23 @@ def resolve_weights(weights: str | Path | None) -> str | None:
             f"weights file not found: {str(weights)!r} (use 'imagenet', 'none' or a path to "
             "xception_imagenet_notop.weights.h5)"
         )
+    if not path.name.endswith(".weights.h5") and not _is_legacy_h5(path):
+        raise ValueError(  # Keras picks the loader by the file name
+            f"weights file {str(weights)!r} is in the Keras 3 format but not named "
+            "*.weights.h5; rename it (e.g. xception_imagenet_notop.weights.h5)"
+        )
     return str(path)
+
+
+def _is_legacy_h5(path: Path) -> bool:
+    """A Keras 2 weights file (``layer_names`` attribute), such as Keras' own download."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return "layer_names" in handle.attrs
+    except OSError:
+        return True  # not HDF5 at all: let Keras report it
 
 
 def create_backbone(image_size: int, weights: str | Path | None = "imagenet"):
