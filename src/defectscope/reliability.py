@@ -119,13 +119,52 @@ def kill_predict(model: Path, sources: list[Path], work: Path, kills: int, rng) 
     return report
 
 
+def _weights_difference(first: Path, second: Path) -> float:
+    """Largest absolute difference between the weights of two .keras files."""
+    import keras
+    import numpy as np
+
+    a, b = (keras.saving.load_model(path, safe_mode=True) for path in (first, second))
+    return max(
+        float(np.max(np.abs(x - y))) if x.size else 0.0
+        for x, y in zip(a.get_weights(), b.get_weights(), strict=True)
+    )
+
+
+def _compare_runs(reference: Path, target: Path, report: KillReport) -> None:
+    """A resumed run must match the uninterrupted one: weights and validation accuracy."""
+    accuracy = [
+        json.loads((run / "evaluation" / "metrics.json").read_text())["accuracy"]
+        for run in (reference, target)
+    ]
+    difference = _weights_difference(
+        reference / "weights" / "best.keras", target / "weights" / "best.keras"
+    )
+    report.detail.setdefault("runs_compared", 0)
+    report.detail["runs_compared"] += 1
+    report.detail["uninterrupted_accuracy"] = accuracy[0]
+    report.detail["killed_and_resumed_accuracy"] = accuracy[1]
+    report.detail["max_weight_difference"] = max(
+        difference, report.detail.get("max_weight_difference", 0.0)
+    )
+    if abs(accuracy[0] - accuracy[1]) > 0.003:
+        report.problems.append(
+            f"resumed run reached {accuracy[1]:.4f}, uninterrupted {accuracy[0]:.4f}"
+        )
+
+
 def kill_train(data: Path, config: str, work: Path, kills: int, rng) -> KillReport:
+    """Kill ``train`` again and again, continuing with ``--resume``; when a run finishes
+    before its kill it is compared with the uninterrupted run and training starts over."""
     report = KillReport("train --resume")
     reference, target = work / "train-reference", work / "train-killed"
     duration = _run(_cli("train", "--data", data, "--out", reference, "--config", config))
     fresh = _cli("train", "--data", data, "--out", target, "--config", config)
     resume = _cli("train", "--resume", target)
     while report.kills < kills:
+        if json.loads(_read_text(target / "state.json") or "{}").get("done"):
+            _compare_runs(reference, target, report)  # finished before its kill
+            shutil.rmtree(target)
         started = (target / "config.yaml").is_file()
         if not started and target.exists():
             shutil.rmtree(target)  # killed before the run folder was set up: start again
@@ -138,13 +177,10 @@ def kill_train(data: Path, config: str, work: Path, kills: int, rng) -> KillRepo
             if path.exists() and path.stat().st_size < 1000:
                 report.problems.append(f"truncated {name}")
     _run(resume if (target / "config.yaml").is_file() else fresh)
-    accuracy = [
-        json.loads((run / "evaluation" / "metrics.json").read_text())["accuracy"]
-        for run in (reference, target)
-    ]
-    report.detail = {
-        "uninterrupted_accuracy": accuracy[0],
-        "killed_and_resumed_accuracy": accuracy[1],
-    }
-    report.identical = abs(accuracy[0] - accuracy[1]) <= 0.003
+    _compare_runs(reference, target, report)
+    report.identical = not report.problems and report.detail["max_weight_difference"] == 0.0
     return report
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
