@@ -1,4 +1,4 @@
-"""The kill harness in reduced form: convert and predict killed at random moments."""
+"""The kill harness in reduced form: convert, predict and train killed at random moments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from defectscope.reliability import kill_convert, kill_predict
+from defectscope.reliability import kill_convert, kill_predict, kill_train
 
 pytestmark = pytest.mark.slow
 
@@ -21,3 +21,16 @@ def test_killed_convert_and_predict_leave_nothing_half_written(
     images = sorted((synthetic_root / "validation" / "images").glob("*"))
     predict = kill_predict(tiny_run, images, tmp_path, kills=3, rng=rng)
     assert predict.kills == 3 and predict.problems == [] and predict.identical
+
+
+def test_killed_and_resumed_training_equals_an_uninterrupted_run(
+    synthetic_records: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "weights: none\nimage_size: 71\nbatch_size: 8\nhead: {epochs: 2, batch_size: 8}\n"
+        "finetune: {epochs: 4, unfreeze_from: block14, patience: 0}\n"
+    )
+    train = kill_train(synthetic_records, str(config), tmp_path, kills=2, rng=random.Random(1))
+    assert train.kills == 2 and train.problems == [], train.problems
+    assert train.detail["max_weight_difference"] == 0.0 and train.identical
