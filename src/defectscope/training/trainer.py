@@ -66,12 +66,9 @@ def _fit_verbosity() -> int:
     return 1 if sys.stderr.isatty() else 0  # a progress bar on a terminal, log lines otherwise
 
 
-def _prepare_run(config: TrainConfig, resume: bool) -> Path:
+def _create_run(config: TrainConfig) -> Path:
+    """A new, empty run folder holding the resolved ``config.yaml``."""
     run = Path(config.out)
-    if resume:
-        if not (run / "config.yaml").is_file():
-            raise RunFolderError(f"{run}: no config.yaml; nothing to resume")
-        return run
     if run.exists() and any(run.iterdir()):
         raise RunFolderError(
             f"{run}: run folder exists and is not empty; use --resume {run} or another --out"
@@ -223,7 +220,7 @@ def _fine_tune(
         inputs.train,
         validation_data=inputs.val,
         epochs=phase.epochs,
-        steps_per_epoch=inputs.fit_steps,
+        steps_per_epoch=inputs.steps_per_epoch,
         class_weight=inputs.class_weight,
         callbacks=callbacks,
         verbose=_fit_verbosity() if chief else 0,
@@ -261,6 +258,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     from defectscope.models.xception import create_model
     from defectscope.training.callbacks import read_results
     from defectscope.training.distribute import (
+        DistributeConfig,
         create_strategy,
         is_chief,
         set_precision,
@@ -274,7 +272,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             raise RunFolderError(f"{config.out}: no config.yaml; nothing to resume")
         config = load_config(Path(config.out) / "config.yaml")
     strategy = create_strategy(config.distribute)  # before any other TensorFlow work
-    run = _prepare_run(config, resume) if chief else Path(config.out)
+    run = _create_run(config) if chief and not resume else Path(config.out)
     if resume and (done := _completed(run)) is not None:
         return done
     if resume:
@@ -305,8 +303,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 f"{list(train_source.classes)} and {config.val_split} {list(val_source.classes)}"
             )
         classes = list(train_source.classes)
-        model = _phase_one(config, run, train_source, val_source, chief)
-        if strategy_name(strategy) != "default":  # phase 2 on a copy built in the scope
+        if chief:
+            model = _phase_one(config, run, train_source, val_source)
+        else:
+            _wait_for_head(run)
+        if not chief or strategy_name(strategy) != "default":  # phase 2 built in the scope
             pretrained = str(config.weights).lower() != "none"
             with strategy.scope():
                 model = create_model(
@@ -320,7 +321,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             return TrainResult(run, {}, float("nan"), time.perf_counter() - started)
         model.save(run / "weights" / "last.keras")
     finally:
-        set_precision(type(config.distribute)())
+        set_precision(DistributeConfig())  # back to float32 for whatever runs next
     plot_training_curves(read_results(run / "results.csv"), run / "training_curves.png")
     classifier = load_model(run)
     result = predict_source(classifier.predict_images, val_source, config.image_size)
@@ -341,16 +342,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     return TrainResult(run, metrics, float(state.get("head_speedup", float("nan"))), seconds)
 
 
-def _phase_one(config: TrainConfig, run: Path, train: DataSource, val: DataSource, chief: bool):
-    """The model with its trained head: trained here (chief), or read once the chief saved it."""
+def _phase_one(config: TrainConfig, run: Path, train: DataSource, val: DataSource):
+    """The model with its trained head (trained now, or loaded when a resumed run has it)."""
     from defectscope.models.xception import create_model
 
     classes = list(train.classes)
     model = create_model(len(classes), config.image_size, config.weights, config.dropout)
-    if not chief:
-        _wait_for_head(run)
-        model.load_weights(run / "weights" / "head.weights.h5")
-        return model
     write_model_metadata(
         run / "weights", classes, config.image_size, source_run=str(run), data=str(config.data)
     )
