@@ -112,13 +112,11 @@ def create_strategy(config: DistributeConfig):
     import tensorflow as tf
 
     name = resolve_strategy_name(config)
-    if name == "multiworker":
-        spec = cluster_spec()
-        if not spec:
-            raise ValueError("strategy 'multiworker' needs TF_CONFIG (the cluster and this task)")
-        split_cpu(config.cpu_devices)
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "multiworker" and not cluster_spec():
+        raise ValueError("strategy 'multiworker' needs TF_CONFIG (the cluster and this task)")
     split_cpu(config.cpu_devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -150,8 +148,7 @@ class FitInputs:
     val: object
     replicas: int
     global_batch: int
-    steps_per_epoch: int  # optimizer steps per epoch (for the learning-rate schedule)
-    fit_steps: int | None  # ``steps_per_epoch`` for fit; None = one pass over the dataset
+    steps_per_epoch: int  # optimizer steps per epoch (fit and the learning-rate schedule)
     class_weight: dict | None  # None when folded into the dataset as sample weights
 
 
@@ -215,7 +212,7 @@ def distributed_inputs(
         )
         val_data = create_dataset(val, image_size=config.image_size, batch_size=global_batch)
         return FitInputs(
-            train_data, val_data.map(one_hot), replicas, global_batch, steps, steps, class_weight
+            train_data, val_data.map(one_hot), replicas, global_batch, steps, class_weight
         )
     workers = max(1, cluster_size(cluster_spec()))
     local_replicas = max(1, replicas // workers)
@@ -261,7 +258,6 @@ def distributed_inputs(
         strategy.distribute_datasets_from_function(val_fn),
         replicas,
         global_batch,
-        steps,
         steps,
         None,
     )
