@@ -162,7 +162,8 @@ def kill_train(data: Path, config: str, work: Path, kills: int, rng) -> KillRepo
     fresh = _cli("train", "--data", data, "--out", target, "--config", config)
     resume = _cli("train", "--resume", target)
     while report.kills < kills:
-        if json.loads(_read_text(target / "state.json") or "{}").get("done"):
+        state = target / "state.json"
+        if state.is_file() and json.loads(state.read_text()).get("done"):
             _compare_runs(reference, target, report)  # finished before its kill
             shutil.rmtree(target)
         started = (target / "config.yaml").is_file()
@@ -180,7 +181,3 @@ def kill_train(data: Path, config: str, work: Path, kills: int, rng) -> KillRepo
     _compare_runs(reference, target, report)
     report.identical = not report.problems and report.detail["max_weight_difference"] == 0.0
     return report
-
-
-def _read_text(path: Path) -> str:
-    return path.read_text() if path.is_file() else ""
