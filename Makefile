@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "defectscope needs Python 3.11 or newer, $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[cpu,dev]"
 	touch $(STAMP)
@@ -16,8 +17,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: install  ## the main job on an embedded synthetic dataset
 	$(BIN)/defectscope demo --out runs/demo
 
-lint: install
+lint: install  ## ruff, and the import-layer contracts of pyproject.toml (import-linter)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 test: lint  ## lint, then every test (real-data tests skip when ../shared is absent)
 	$(BIN)/python -m pytest

@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cluster import local_tf_configs
 from _paths import add_data_arguments
 
 from defectscope.data.pipeline import is_tfrecord_folder
-from defectscope.training.distribute import local_tf_configs
 
 
 def _train_args(data: Path, run: Path, weights: Path, epochs: int, *extra: str) -> list[str]:

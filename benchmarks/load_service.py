@@ -50,7 +50,8 @@ def main() -> None:
 
         import numpy as np
 
-        from defectscope.data.synthetic import NEU_CLASSES, draw_sample
+        from defectscope.data.neu import NEU_CLASSES
+        from defectscope.data.synthetic import draw_sample
 
         rng, good = np.random.default_rng(0), []
         for name in NEU_CLASSES:

@@ -4,18 +4,17 @@
 
 Generates the files (small grey JPEGs, 1,000 per folder, not committed), a tiny 32 px
 classifier saved as a .keras model with its metadata.json (the pipeline is what is measured,
-not Xception), then runs `defectscope predict FOLDER --out preds.parquet --quiet` once per
-count (and once from a --paths-from list for the largest count) in a fresh process, polling its
-peak resident memory (VmHWM). Memory is flat when the largest count's peak is about the
-smallest's.
+not Xception), then runs the library's prediction job (what `defectscope predict FOLDER --out
+preds.parquet --quiet` runs) once per count, and once from a --paths-from list for the largest
+count, each in a fresh process, polling its peak resident memory (VmHWM). Memory is flat when
+the largest count's peak is about the smallest's.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from defectscope.data.synthetic import NEU_CLASSES
-from defectscope.inference.classifier import write_model_metadata
+from defectscope.data.neu import NEU_CLASSES
+from defectscope.inference.batch import predict_files
+from defectscope.inference.classifier import load_model
+from defectscope.inference.model_files import write_model_metadata
 
 
 def make_files(root: Path, count: int, seed: int = 0) -> Path:
@@ -73,19 +74,25 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_predict(model: Path, inputs: list[str], out: Path) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of one `defectscope predict` process."""
-    args = [sys.executable, "-m", "defectscope", "predict", *inputs]
-    args += ["--model", str(model), "--out", str(out), "--quiet", "--batch-size", "64"]
+def predict_job(model: str, sources: list[str], lists: list[str], out: str) -> None:
+    """The library's batch prediction job, as ``defectscope predict --quiet`` runs it."""
+    predict_files(load_model(model), sources, lists, out=out, batch_size=64)
+
+
+def run_predict(model: Path, sources: list[str], lists: list[str], out: Path):
+    """Seconds and peak RSS (MB) of one prediction job in a fresh (spawned) process."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=predict_job, args=(str(model), sources, lists, str(out))
+    )
     started = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process.start()
     peak = 0.0
-    while process.poll() is None:
+    while process.is_alive():
         peak = max(peak, peak_rss_mb(process.pid))
         time.sleep(0.1)
     seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"predict failed: {process.stderr.read()[-2000:]}")
+    if process.exitcode != 0:
+        raise RuntimeError(f"prediction job failed with exit code {process.exitcode}")
     return seconds, peak
 
 
@@ -103,7 +110,7 @@ def main() -> None:
             started = time.perf_counter()
             root = make_files(work / f"files-{count}", count)
             made = time.perf_counter() - started
-            seconds, peak = run_predict(model, [str(root)], work / f"preds-{count}.parquet")
+            seconds, peak = run_predict(model, [str(root)], [], work / f"preds-{count}.parquet")
             rows.append((count, "folder walk", seconds, peak, made))
         largest = counts[-1]
         listing = work / f"paths-{largest}.txt"
@@ -112,7 +119,7 @@ def main() -> None:
                 if folder.is_dir():
                     handle.writelines(f"{p}\n" for p in sorted(folder.iterdir()))
         seconds, peak = run_predict(
-            model, ["--paths-from", str(listing)], work / f"preds-list-{largest}.parquet"
+            model, [], [str(listing)], work / f"preds-list-{largest}.parquet"
         )
         rows.append((largest, "--paths-from", seconds, peak, 0.0))
         import pyarrow.parquet as pq

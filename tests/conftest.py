@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tiny_config
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,23 +73,6 @@ def synthetic_records(synthetic_root: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("records")
     convert_dataset(synthetic_root, out, num_shards=2)
     return out
-
-
-def tiny_config(data: Path, out: Path, **overrides):
-    """A run that takes seconds: random 71 px Xception, 2 head epochs, 1 fine-tuning epoch."""
-    from defectscope.training.config import resolve_config
-
-    values = {
-        "data": str(data),
-        "out": str(out),
-        "weights": "none",
-        "image_size": 71,
-        "batch_size": 8,
-        "head": {"epochs": 2, "batch_size": 8},
-        "finetune": {"epochs": 1, "unfreeze_from": "block14", "patience": 0},
-    }
-    values.update(overrides)
-    return resolve_config(**values)
 
 
 @pytest.fixture(scope="session")

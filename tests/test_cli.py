@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from defectscope import __version__
-from defectscope.cli import app
+from defectscope.cli.main import app
 from defectscope.data.synthetic import add_quirks
 
 runner = CliRunner()

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from defectscope.cli import app
+from defectscope.cli.main import app
 from defectscope.data.tfrecord_writer import convert_dataset
-from defectscope.deploy.backends import ModelLoadError
 from defectscope.inference.classifier import load_model
+from defectscope.inference.model_files import ModelLoadError
 
 runner = CliRunner()
 

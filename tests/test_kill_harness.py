@@ -6,8 +6,9 @@ import random
 from pathlib import Path
 
 import pytest
+from benchmarks.kill_harness import kill_convert, kill_predict, kill_train
 
-from defectscope.reliability import kill_convert, kill_predict, kill_train
+from tests.helpers import TINY_CONFIG_YAML
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +28,7 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(
     synthetic_records: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "weights: none\nimage_size: 71\nbatch_size: 8\nhead: {epochs: 2, batch_size: 8}\n"
-        "finetune: {epochs: 4, unfreeze_from: block14, patience: 0}\n"
-    )
+    config.write_text(TINY_CONFIG_YAML)
     train = kill_train(synthetic_records, str(config), tmp_path, kills=2, rng=random.Random(1))
     assert train.kills == 2 and train.problems == [], train.problems
     assert train.detail["max_weight_difference"] == 0.0 and train.identical

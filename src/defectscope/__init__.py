@@ -1,28 +1,45 @@
-"""defectscope: classify surface defects in industrial images with TensorFlow + Keras 3."""
+"""defectscope: find surface defects in industrial images with TensorFlow + Keras 3.
+
+The public API is imported on first use, so ``import defectscope`` (and ``defectscope --help``)
+does not load TensorFlow::
+
+    import defectscope
+    classifier = defectscope.load_model("runs/neu")
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from typing import Any
 
-from defectscope.data.layout import discover_dataset
-from defectscope.data.pipeline import create_dataset, open_source
-from defectscope.data.tfrecord_writer import convert_dataset
-from defectscope.evaluation.evaluate import evaluate
-from defectscope.inference.classifier import Classifier, Prediction, load_model
-from defectscope.training.config import TrainConfig, resolve_config
-from defectscope.training.trainer import train
+from defectscope.core.version import __version__
 
-__all__ = [
-    "Classifier",
-    "Prediction",
-    "TrainConfig",
-    "__version__",
-    "convert_dataset",
-    "create_dataset",
-    "discover_dataset",
-    "evaluate",
-    "load_model",
-    "open_source",
-    "resolve_config",
-    "train",
-]
+_PUBLIC = {
+    "Classifier": "defectscope.inference.classifier",
+    "Prediction": "defectscope.inference.classifier",
+    "load_model": "defectscope.inference.classifier",
+    "predict_files": "defectscope.inference.batch",
+    "TrainConfig": "defectscope.training.config",
+    "resolve_config": "defectscope.training.config",
+    "train": "defectscope.training.trainer",
+    "resume": "defectscope.training.trainer",
+    "evaluate": "defectscope.evaluation.evaluate",
+    "convert_dataset": "defectscope.data.tfrecord_writer",
+    "create_dataset": "defectscope.data.pipeline",
+    "open_source": "defectscope.data.pipeline",
+    "discover_dataset": "defectscope.data.layout",
+    "DefectscopeError": "defectscope.core.errors",
+}
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'defectscope' has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

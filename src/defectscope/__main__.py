@@ -1,3 +1,3 @@
-from defectscope.cli import main
+from defectscope.cli.main import main
 
 main()

@@ -14,7 +14,7 @@ from defectscope.data.layout import (
     discover_dataset,
     hash_split,
 )
-from defectscope.data.synthetic import NEU_CLASSES
+from defectscope.data.neu import NEU_CLASSES
 
 
 def kinds(index) -> dict[str, list[str]]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defectscope.data.synthetic import NEU_CLASSES, draw_sample, synthesize_dataset
+from defectscope.data.neu import NEU_CLASSES
+from defectscope.data.synthetic import draw_sample, synthesize_dataset
 from defectscope.data.voc import read_voc
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from defectscope.cli import app
+from defectscope.cli.main import app
 from defectscope.deploy.benchmark import model_flops, time_backend
 from defectscope.models.xception import create_model
 
@@ -19,9 +20,14 @@ def test_xception_flops_match_the_published_figure() -> None:
     assert 16.0e9 < flops < 17.5e9  # Xception: about 8.4 G multiply-adds at 299 px
 
 
-def test_time_backend_reports_rates_and_latencies() -> None:
-    rate, p50, p95 = time_backend(lambda x: x * 2, np.ones((4, 3)), seconds=0.05)
-    assert rate > 0 and 0 <= p50 <= p95
+def test_time_backend_measures_a_known_latency() -> None:
+    def ten_ms(images: np.ndarray) -> np.ndarray:
+        time.sleep(0.01)
+        return images
+
+    rate, p50, p95 = time_backend(ten_ms, np.ones((4, 3)), seconds=0.3)
+    assert 9.5 <= p50 <= 30 and p50 <= p95  # milliseconds; sleep never returns early
+    assert 4 / 0.030 <= rate <= 4 / 0.0095  # images per second of a 4-image batch
 
 
 @pytest.mark.slow
@@ -49,5 +55,10 @@ def test_benchmark_command(tiny_run: Path, tmp_path: Path) -> None:
         ("keras", 4),
         ("onnx", 4),
     }
-    assert report["cores"] >= 1 and report["bound_images_per_second"] > 0
+    assert report["cores"] >= 1
+    assert all(r["speedup_vs_keras"] == 1.0 for r in report["rows"] if r["backend"] == "keras")
+    bound = report["measured_peak_gflops"] / report["gflops_per_image"]
+    assert report["bound_images_per_second"] == pytest.approx(bound)
+    tiny = model_flops(create_model(6, 71, "none")) / 1e9  # the tiny run's model
+    assert report["gflops_per_image"] == pytest.approx(tiny)
     assert "GFLOP per image" in result.output

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defectscope.deploy.backends import KerasBackend, locate_model
 from defectscope.deploy.export import ExportError, export_model
 from defectscope.evaluation.evaluate import evaluate
 from defectscope.inference.classifier import load_model
+from defectscope.inference.model_files import locate_model
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +35,22 @@ def test_fp32_exports_agree_with_keras(exports, fmt: str, tiny_run: Path) -> Non
     stored = json.loads((Path(metadata["export_dir"]) / "metadata.json").read_text())
     assert stored["format"] == fmt and stored["classes"][0] == "crazing"
     assert stored["image_size"] == 71 and stored["validation_accuracy"] == parity["export_accuracy"]
-    assert Path(stored["source_model"]) == (tiny_run / "weights" / "best.keras").resolve()
+    source = (Path(metadata["export_dir"]) / stored["source_model"]).resolve()
+    assert not Path(stored["source_model"]).is_absolute()  # the links survive a copied run
+    assert source == (tiny_run / "weights" / "best.keras").resolve()
     classifier = load_model(metadata["export_dir"])
     assert classifier.backend_name == fmt
     images = np.random.default_rng(0).uniform(0, 255, (3, 71, 71, 3)).astype(np.float32)
-    keras = KerasBackend(tiny_run / "weights" / "best.keras")
-    np.testing.assert_allclose(classifier.predict_images(images), keras(images), atol=1e-4)
+    keras = load_model(tiny_run)
+    np.testing.assert_allclose(
+        classifier.predict_arrays(images), keras.predict_arrays(images), atol=1e-4
+    )
 
 
 def test_exports_work_with_evaluate_and_predict(
-    exports, synthetic_records, synthetic_root, tmp_path
+    exports, tiny_run, synthetic_records, synthetic_root, tmp_path
 ):
-    keras_metrics = evaluate(exports["onnx"]["source_run"], synthetic_records, out=tmp_path / "k")
+    keras_metrics = evaluate(tiny_run, synthetic_records, out=tmp_path / "k")
     for fmt in ("tflite", "onnx"):
         metrics = evaluate(exports[fmt]["export_dir"], synthetic_records, out=tmp_path / fmt)
         assert metrics["confusion_matrix"] == keras_metrics["confusion_matrix"]
@@ -65,7 +69,7 @@ def test_int8_export_calibrates_and_loads(tiny_run, synthetic_records, tmp_path)
         parity=False,
     )
     classifier = load_model(metadata["export_dir"])
-    probabilities = classifier.predict_images(np.full((2, 71, 71, 3), 120, np.float32))
+    probabilities = classifier.predict_arrays(np.full((2, 71, 71, 3), 120, np.float32))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=6 / 255)  # uint8 softmax steps
     graph = (Path(metadata["export_dir"]) / "model.onnx").read_bytes()
     assert b"QuantizeLinear" in graph

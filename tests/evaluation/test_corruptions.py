@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from defectscope.cli import app
+from defectscope.cli.main import app
 from defectscope.evaluation.corruptions import CORRUPTIONS, corrupt, parse_severities
 
 IMAGES = np.random.default_rng(0).uniform(40, 215, (2, 32, 32, 3)).astype(np.float32)

@@ -49,22 +49,40 @@ def test_report_files(tmp_path: Path) -> None:
     assert "83.33%" in report and "| b | 1.0000 | 0.5000 | 0.6667 | 2 |" in report
     with open(tmp_path / "misclassified.csv") as handle:
         assert [r["source_id"] for r in csv.DictReader(handle)] == ["img3.jpg"]
-    for picture, min_width in (("confusion_matrix.png", 600), ("misclassified.png", 150)):
-        with Image.open(tmp_path / picture) as image:
-            assert image.size[0] > min_width
+    with Image.open(tmp_path / "confusion_matrix.png") as image:
+        matrix = np.asarray(image.convert("RGB"))
+    assert matrix.shape[1] > 2 * matrix.shape[0] * 0.8  # counts and normalised, side by side
+    assert _has_colour(matrix, (8, 48, 107), tolerance=30)  # a dark-blue (high recall) cell
+    with Image.open(tmp_path / "misclassified.png") as image:
+        wrong = np.asarray(image.convert("RGB"))
+    assert wrong.shape[1] > 150 and (wrong < 10).all(axis=-1).any()  # the black mistake image
 
 
-def test_training_curves(tmp_path: Path) -> None:
-    rows = [
+def _curve_rows(phases: tuple[str, ...]) -> list[dict[str, str]]:
+    return [
         {
-            "phase": p,
-            "epoch": str(e),
-            "loss": "1",
-            "accuracy": "0.5",
+            "phase": phase,
+            "epoch": str(epoch),
+            "loss": str(1.0 / epoch),
+            "accuracy": str(0.5 + 0.1 * epoch),
             "val_loss": "",
             "val_accuracy": "0.4",
         }
-        for p, e in (("head", 1), ("head", 2), ("finetune", 1))
+        for phase in phases
+        for epoch in (1, 2, 3)
     ]
-    path = plot_training_curves(rows, tmp_path / "curves.png")
-    assert path.stat().st_size > 1000
+
+
+def _has_colour(picture: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return bool((np.abs(picture[..., :3].astype(int) - rgb).max(axis=-1) <= tolerance).any())
+
+
+def test_training_curves_draw_a_row_per_phase(tmp_path: Path) -> None:
+    one = plot_training_curves(_curve_rows(("head",)), tmp_path / "one.png")
+    two = plot_training_curves(_curve_rows(("head", "finetune")), tmp_path / "two.png")
+    with Image.open(one) as small, Image.open(two) as tall:
+        assert small.size[0] == tall.size[0]
+        assert 1.8 < tall.size[1] / small.size[1] < 2.2  # a second row of plots
+        pixels = np.asarray(tall.convert("RGB"))
+    assert _has_colour(pixels, (31, 119, 180))  # the training curve (matplotlib's C0)
+    assert _has_colour(pixels, (255, 127, 14))  # the validation curve (C1)

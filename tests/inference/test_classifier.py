@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 import defectscope
-from defectscope.inference.classifier import ModelLoadError, expand_sources, load_model
+from defectscope.inference.classifier import load_model
+from defectscope.inference.model_files import ModelLoadError
+from defectscope.inference.sources import expand_sources
 from defectscope.inference.writers import write_predictions
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from defectscope.data.neu import NEU_CLASSES
 from defectscope.data.pipeline import create_dataset, open_source
-from defectscope.data.synthetic import NEU_CLASSES
 
 pytestmark = pytest.mark.real_data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from defectscope.core.errors import ConfigError
 from defectscope.models.xception import (
     BACKBONE_NAME,
     create_feature_extractor,
@@ -65,7 +66,7 @@ def test_unfreezing_top_blocks(model) -> None:
 def test_weights_arguments() -> None:
     assert resolve_weights("imagenet") == "imagenet"
     assert resolve_weights("none") is None and resolve_weights(None) is None
-    with pytest.raises(FileNotFoundError, match=r"'missing\.weights\.h5'"):
+    with pytest.raises(ConfigError, match=r"'missing\.weights\.h5'"):
         resolve_weights("missing.weights.h5")
 
 

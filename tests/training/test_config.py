@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from defectscope.core.errors import ConfigError
 from defectscope.training.config import (
     load_config,
     preset_names,
@@ -39,7 +40,7 @@ def test_user_file_and_errors(tmp_path: Path) -> None:
     path.write_text("imagesize: 128\n")
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['imagesize'\]"):
         resolve_config(path)
-    with pytest.raises(FileNotFoundError, match="neither a file nor a preset"):
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
         resolve_config("fastest")
     with pytest.raises(ValueError, match=r"class_weights must be .* got 'some'"):
         resolve_config(class_weights="some")

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_CONFIG_YAML, results_rows
+from tests.helpers import cli_command as command
+
 pytestmark = pytest.mark.slow
 
 
 def finetune_epochs_done(run: Path) -> int:
-    path = run / "results.csv"
-    if not path.is_file():
-        return 0
-    with open(path) as handle:
-        return sum(1 for row in csv.DictReader(handle) if row["phase"] == "finetune")
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "defectscope", *args]
+    return len(results_rows(run, "finetune"))
 
 
 def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "weights: none\nimage_size: 71\nbatch_size: 8\nhead: {epochs: 2, batch_size: 8}\n"
-        "finetune: {epochs: 4, unfreeze_from: block14, patience: 0}\n"
-    )
+    config.write_text(TINY_CONFIG_YAML)
     train = command(
         "train", "--data", str(synthetic_records), "--out", str(run), "--config", str(config)
     )
@@ -53,8 +43,7 @@ def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
-    with open(run / "results.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["phase"] == "finetune"]
+    rows = results_rows(run, "finetune")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # no epoch lost, none run twice
     assert "head epoch" not in resumed.stderr  # phase 1 was not redone
     assert (run / "weights" / "last.keras").is_file()
@@ -66,8 +55,7 @@ def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
         "train", "--data", str(synthetic_records), "--out", str(reference), "--config", str(config)
     )
     assert subprocess.run(uninterrupted, capture_output=True, timeout=600).returncode == 0
-    with open(reference / "results.csv") as handle:
-        expected = [r for r in csv.DictReader(handle) if r["phase"] == "finetune"]
+    expected = results_rows(reference, "finetune")
     for got, want in zip(rows, expected, strict=True):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4), (got, want)

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from defectscope.training.trainer import RunFolderError, class_weights, train
-from tests.conftest import tiny_config
+from defectscope.core.errors import RunFolderError
+from defectscope.training.head import class_weights
+from defectscope.training.trainer import resume, train
+from tests.helpers import tiny_config
 
 
 def test_run_folder_holds_everything(tiny_run: Path) -> None:
@@ -44,7 +46,7 @@ def test_run_folder_holds_everything(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
     assert metrics["num_images"] == 12
     state = json.loads((tiny_run / "state.json").read_text())
-    assert state["done"] and state["val_accuracy"] == metrics["accuracy"]
+    assert state["stage"] == "done" and state["val_accuracy"] == metrics["accuracy"]
     metadata = json.loads((tiny_run / "weights" / "metadata.json").read_text())
     assert metadata["classes"][0] == "crazing" and metadata["image_size"] == 71
 
@@ -56,7 +58,7 @@ def test_existing_run_folder_is_not_overwritten(tiny_run: Path, synthetic_record
 
 def test_resume_needs_a_run(tmp_path: Path, synthetic_records: Path) -> None:
     with pytest.raises(RunFolderError, match="nothing to resume"):
-        train(tiny_config(synthetic_records, tmp_path / "never"), resume=True)
+        resume(tmp_path / "never")
 
 
 def test_class_weights_only_when_imbalanced() -> None:
@@ -67,9 +69,9 @@ def test_class_weights_only_when_imbalanced() -> None:
     assert class_weights(np.array([0, 1]), 2, "balanced") == {0: 1.0, 1: 1.0}
 
 
-def test_resuming_a_finished_run_changes_nothing(tiny_run: Path, synthetic_records: Path) -> None:
+def test_resuming_a_finished_run_changes_nothing(tiny_run: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (tiny_run / "weights").iterdir()}
-    result = train(tiny_config(synthetic_records, tiny_run), resume=True)
+    result = resume(tiny_run)
     metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
     assert result.metrics == metrics
     assert {p: p.stat().st_mtime_ns for p in (tiny_run / "weights").iterdir()} == before

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from defectscope.core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -33,10 +35,10 @@ class AugmentConfig:
         ):
             value = getattr(self, name)
             if value < 0:
-                raise ValueError(f"augment.{name} must be >= 0, got {value!r}")
+                raise ConfigError(f"augment.{name} must be >= 0, got {value!r}")
         for name in ("noise_prob", "blur_prob"):
             if getattr(self, name) > 1:
-                raise ValueError(f"augment.{name} must be <= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"augment.{name} must be <= 1, got {getattr(self, name)!r}")
 
 
 def _gaussian_kernel(sigma, radius: int):

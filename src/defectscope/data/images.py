@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from defectscope.errors import FileError
+from defectscope.core.errors import FileError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000  # refuse decompression bombs; NEU images have 40,000 pixels

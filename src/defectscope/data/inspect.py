@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
+from defectscope.core.atomic_io import atomic_path
+from defectscope.data.images import decode_image_tensor
 from defectscope.data.layout import DatasetIndex, Problem, discover_dataset
 from defectscope.data.pipeline import is_tfrecord_folder, read_manifest
 from defectscope.data.records import iter_records
@@ -136,11 +139,6 @@ def inspect_path(
 
 def render_grid(report: DatasetReport, out_path: str | Path, tile: int = 160) -> Path:
     """Write a PNG grid: a row per class, its sample images with their boxes drawn."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from defectscope.atomic_io import atomic_path
-    from defectscope.data.images import decode_image_tensor
-
     columns = max((len(v) for v in report.samples.values()), default=1)
     label_width, rows = 150, max(len(report.classes), 1)
     grid = Image.new("RGB", (label_width + columns * tile, rows * tile), "white")

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from defectscope.core.errors import ConfigError, FileError
 from defectscope.data.images import is_image_path
 
 LAYOUT_KAGGLE = "kaggle"
@@ -26,7 +27,7 @@ LAYOUT_CLASS_FOLDERS = "class-folders"
 HASH_SPLIT_BUCKETS = 10_000
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(FileError):
     """No dataset layout could be recognised at the given root."""
 
 
@@ -228,10 +229,10 @@ def discover_dataset(root: str | Path, val_fraction: float = 0.2) -> DatasetInde
         DatasetLayoutError: ``root`` is missing or holds neither layout.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     given = Path(root)
     if not given.is_dir():
-        raise DatasetLayoutError(f"{given}: no such directory")
+        raise DatasetLayoutError(given, "no such directory")
     candidates = [given.resolve()]
     while len(candidates) < 3 and len(children := _visible_dirs(candidates[-1])) == 1:
         candidates.append(children[0])  # also accept a wrapping folder, e.g. archive/NEU-DET
@@ -246,7 +247,8 @@ def discover_dataset(root: str | Path, val_fraction: float = 0.2) -> DatasetInde
             classes, samples = _scan_class_folders(scanner, val_fraction)
             return DatasetIndex(current, LAYOUT_CLASS_FOLDERS, classes, samples, scanner.problems)
     raise DatasetLayoutError(
-        f"{given}: no dataset layout recognised. Expected ROOT/<split>/images/<class>/<image> "
+        given,
+        "no dataset layout recognised. Expected ROOT/<split>/images/<class>/<image> "
         "(Kaggle NEU-DET, annotations in ROOT/<split>/annotations/<stem>.xml) or "
-        "ROOT/<class>/<image> (one folder per class)"
+        "ROOT/<class>/<image> (one folder per class)",
     )

@@ -14,8 +14,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from defectscope.core.errors import ConfigError, FileError
 from defectscope.data.augment import AugmentConfig, augment_image
-from defectscope.data.images import DEFAULT_MAX_PIXELS, decode_image_tensor, read_canonical_image
+from defectscope.data.images import (
+    DEFAULT_MAX_PIXELS,
+    canonical_image,
+    decode_image_tensor,
+    read_canonical_image,
+)
 from defectscope.data.layout import Problem, discover_dataset
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import (
@@ -29,7 +37,7 @@ from defectscope.data.tfrecord_writer import MANIFEST_NAME
 log = logging.getLogger(__name__)
 
 
-class DataSourceError(ValueError):
+class DataSourceError(FileError):
     """A data source that cannot be read (missing split, incomplete conversion...)."""
 
 
@@ -59,8 +67,9 @@ def read_manifest(folder: str | Path) -> dict:
     manifest_path = Path(folder) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise DataSourceError(
-            f"{folder}: no {MANIFEST_NAME}; the conversion is missing or was interrupted. "
-            "Run `defectscope convert` again."
+            folder,
+            f"no {MANIFEST_NAME}; the conversion is missing or was interrupted. "
+            "Run `defectscope convert` again.",
         )
     return json.loads(manifest_path.read_text())
 
@@ -69,14 +78,14 @@ def _tfrecord_source(folder: Path, split: str) -> DataSource:
     manifest = read_manifest(folder)
     if split not in manifest["splits"]:
         raise DataSourceError(
-            f"{folder}: no split {split!r}; the manifest has {sorted(manifest['splits'])}"
+            folder, f"no split {split!r}; the manifest has {sorted(manifest['splits'])}"
         )
     info = manifest["splits"][split]
     files = []
     for shard in info["shards"]:
         shard_path = folder / shard["file"]
         if not shard_path.is_file() or shard_path.stat().st_size != shard["num_bytes"]:
-            raise DataSourceError(f"{shard_path}: missing or not the size the manifest records")
+            raise DataSourceError(shard_path, "missing or not the size the manifest records")
         files.append(str(shard_path))
     return DataSource(
         folder, "tfrecord", split, tuple(manifest["classes"]), info["num_records"], tuple(files)
@@ -86,7 +95,7 @@ def _tfrecord_source(folder: Path, split: str) -> DataSource:
 def _folder_source(root: Path, split: str, val_fraction: float, workers: int) -> DataSource:
     index = discover_dataset(root, val_fraction=val_fraction)
     if split not in index.samples:
-        raise DataSourceError(f"{root}: no split {split!r}; found {index.splits}")
+        raise DataSourceError(root, f"no split {split!r}; found {index.splits}")
     label_map = index.label_map()
     kept, problems = [], list(index.problems)
     for sample, record, sample_problems in iter_records(index.samples[split], label_map, workers):
@@ -197,6 +206,15 @@ def preprocess_encoded(encoded, image_size: int):
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
+def prepare_image_bytes(data: bytes, image_size: int, name: str = "<bytes>") -> np.ndarray:
+    """Encoded image bytes -> the float32 ``(size, size, 3)`` array the model sees.
+
+    The same validation and decode as a TFRecord or a folder; raises ``ImageDecodeError``.
+    """
+    encoded = canonical_image(data, name=name).encoded
+    return preprocess_encoded(encoded, image_size).numpy()
+
+
 def create_dataset(
     source: DataSource | str | Path,
     split: str = "train",
@@ -218,13 +236,13 @@ def create_dataset(
     import tensorflow as tf
 
     if image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size!r}")
+        raise ConfigError(f"image_size must be >= 32, got {image_size!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
     if not isinstance(source, DataSource):
         source = open_source(source, split)
     if source.num_examples == 0:
-        raise DataSourceError(f"{source.path}: split {source.split!r} holds no usable image")
+        raise DataSourceError(source.path, f"split {source.split!r} holds no usable image")
     autotune = tf.data.AUTOTUNE
     num_examples = shard.num_examples(source)
     dataset = _encoded_dataset(source, shuffle=training, seed=seed, shard=shard)

@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from defectscope.core.errors import ConfigError
 from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_canonical_image
 from defectscope.data.layout import Problem, Sample
 from defectscope.data.tfrecord_features import BoxRecord, ImageRecord
@@ -110,7 +111,7 @@ def iter_records(
 ) -> Iterator[tuple[Sample, ImageRecord | None, list[Problem]]]:
     """Load samples in order, ``workers`` at a time (Pillow decodes outside the GIL)."""
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
+        raise ConfigError(f"workers must be >= 1, got {workers!r}")
 
     def load(sample: Sample) -> tuple[Sample, ImageRecord | None, list[Problem]]:
         return (sample, *load_record(sample, label_map, max_pixels))

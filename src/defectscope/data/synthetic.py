@@ -15,14 +15,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-NEU_CLASSES = (
-    "crazing",
-    "inclusion",
-    "patches",
-    "pitted_surface",
-    "rolled-in_scale",
-    "scratches",
-)
+from defectscope.core.errors import ConfigError
+from defectscope.data.neu import NEU_CLASSES
+
 Box = tuple[int, int, int, int]
 Drawer = Callable[[ImageDraw.ImageDraw, np.random.Generator, int, int], list[Box]]
 
@@ -143,7 +138,7 @@ def _texture(rng: np.random.Generator, size: int, base: float) -> Image.Image:
 def draw_sample(class_name: str, rng: np.random.Generator, size: int = 200):
     """One grey image of ``class_name`` and its defect boxes (VOC pixel corners)."""
     if class_name not in DRAWERS:
-        raise ValueError(f"unknown synthetic class {class_name!r}; choose from {NEU_CLASSES}")
+        raise ConfigError(f"unknown synthetic class {class_name!r}; choose from {NEU_CLASSES}")
     base = float(rng.uniform(95, 165))
     image = _texture(rng, size, base)
     boxes = DRAWERS[class_name](ImageDraw.Draw(image), rng, size, base)

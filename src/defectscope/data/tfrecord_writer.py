@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from defectscope import __version__
-from defectscope.atomic_io import atomic_path, atomic_write_json, remove_stale_temporaries
+from defectscope.core.atomic_io import atomic_path, atomic_write_json, remove_stale_temporaries
+from defectscope.core.errors import ConfigError, NothingDoneError
+from defectscope.core.version import __version__
 from defectscope.data.images import DEFAULT_MAX_PIXELS
 from defectscope.data.layout import DatasetIndex, Problem, discover_dataset
 from defectscope.data.records import iter_records
@@ -29,7 +30,7 @@ SHUFFLE_SEED = 0  # fixed: the same input always gives byte-identical shards
 log = logging.getLogger(__name__)
 
 
-class ConversionError(RuntimeError):
+class ConversionError(NothingDoneError):
     """Nothing usable could be converted."""
 
 
@@ -115,7 +116,7 @@ def convert_dataset(
     :class:`ConversionError` when not a single image could be converted.
     """
     if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards!r}")
+        raise ConfigError(f"num_shards must be >= 1, got {num_shards!r}")
     workers = workers or os.cpu_count() or 1
     index = discover_dataset(data_root, val_fraction=val_fraction)
     out = Path(out_dir)

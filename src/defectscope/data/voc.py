@@ -9,7 +9,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from defectscope.errors import FileError
+from defectscope.core.errors import FileError
 
 MAX_XML_BYTES = 1_000_000  # a VOC file is a few hundred bytes; refuse anything absurd
 

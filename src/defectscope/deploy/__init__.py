@@ -1,1 +1,1 @@
-"""Deployment: inference backends, exports with parity checks, benchmarks, Grad-CAM, HTTP."""
+"""Deployment: exports with parity checks, the CPU benchmark and the HTTP service."""

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.deploy.backends import BACKENDS, KerasBackend, locate_model, read_metadata
 from defectscope.deploy.export import FORMATS, ExportError, export_model, run_folder_of
+from defectscope.inference.backends import KerasBackend, load_backend
+from defectscope.inference.explain import source_model_path
+from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
 
 
 @dataclass
@@ -103,21 +105,24 @@ def run_benchmark(
     """Time Keras ``predict`` and each export of a run (exporting the missing ones)."""
     location = locate_model(model)
     if location.kind != "keras":  # an export: benchmark the run it came from
-        location = locate_model(read_metadata(location)["source_model"])
-    size = int(read_metadata(location)["image_size"])
-    keras_backend = KerasBackend(location.path)
+        source = source_model_path(read_metadata(location), location.path)
+        if source is None:
+            raise ExportError(f"{model}: an export without its source_model cannot be compared")
+        location = locate_model(source)
+    metadata = read_metadata(location)
+    size = int(metadata["image_size"])
+    keras_backend = KerasBackend(location.path, metadata)
     callables = {"keras": lambda x: keras_backend.model.predict(x, verbose=0)}
     skipped = {}
     for fmt in formats:
         folder = run_folder_of(location.path) / "export" / fmt
-        if not (folder / "metadata.json").is_file():
+        if not (folder / METADATA_NAME).is_file():
             try:
                 export_model(location.path, fmt)
             except ExportError as err:  # e.g. an int8 model that fails its parity check
                 skipped[fmt] = str(err)
                 continue
-        export_location = locate_model(folder)
-        callables[fmt] = BACKENDS[export_location.kind](export_location.path)
+        callables[fmt] = load_backend(folder).predict
     rng = np.random.default_rng(0)
     rows = []
     for batch in batches:

@@ -8,24 +8,31 @@ int8 formats may lose at most 0.3 percentage points of accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from defectscope.atomic_io import atomic_write_json
-from defectscope.deploy.backends import METADATA_NAME, locate_model, read_metadata
+from defectscope.core.atomic_io import atomic_write_json
+from defectscope.core.errors import ConfigError, DefectscopeError, RunFolderError
+from defectscope.data.augment import AugmentConfig
+from defectscope.data.pipeline import create_dataset
+from defectscope.inference.backends import BACKENDS, KerasBackend
+from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "onnx-int8")
 MAX_INT8_ACCURACY_LOSS = 0.003
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(DefectscopeError):
     """An export that could not be made or failed its parity check."""
 
 
@@ -35,8 +42,6 @@ def run_folder_of(model_file: Path) -> Path:
 
 def _calibration_batches(data: str, image_size: int, count: int, seed: int = 0):
     """Up to ``count`` un-augmented training images, shuffled, one at a time (float32)."""
-    from defectscope.data.pipeline import create_dataset
-
     dataset = create_dataset(
         data,
         "train",
@@ -52,9 +57,7 @@ def _calibration_batches(data: str, image_size: int, count: int, seed: int = 0):
         yield images.numpy()
 
 
-def _no_augmentation():
-    from defectscope.data.augment import AugmentConfig
-
+def _no_augmentation() -> AugmentConfig:
     return AugmentConfig(flip=False, rotate90=False, brightness=0, contrast=0)
 
 
@@ -133,13 +136,11 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
 
 def check_parity(reference, candidate, data: str, image_size: int, split: str) -> dict:
     """Top-1 agreement, max probability difference and both accuracies on one split."""
-    from defectscope.data.pipeline import create_dataset
-
     agree = total = ref_correct = cand_correct = 0
     max_diff = 0.0
     for images, labels in create_dataset(data, split, image_size=image_size, batch_size=32):
         batch = images.numpy()
-        expected, actual = reference(batch), candidate(batch)
+        expected, actual = reference.predict(batch), candidate.predict(batch)
         labels = labels.numpy()
         agree += int((expected.argmax(1) == actual.argmax(1)).sum())
         ref_correct += int((expected.argmax(1) == labels).sum())
@@ -156,11 +157,81 @@ def check_parity(reference, candidate, data: str, image_size: int, split: str) -
     }
 
 
+def _relative(path: Path, folder: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+
+
 def _data_of_run(model_file: Path) -> str | None:
     config = run_folder_of(model_file) / "config.yaml"
     if config.is_file():
         return (yaml.safe_load(config.read_text()) or {}).get("data") or None
     return None
+
+
+def is_export_folder(folder: Path) -> bool:
+    """A folder an earlier ``export`` wrote: its metadata names an export format."""
+    try:
+        metadata = json.loads((folder / METADATA_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and metadata.get("format") in FORMATS
+
+
+def check_export_folder(folder: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace a folder that holds something else than an export."""
+    if not folder.exists() or overwrite:
+        return
+    if not folder.is_dir():
+        raise RunFolderError(f"{folder}: exists and is not a folder; choose another --out")
+    if any(folder.iterdir()) and not is_export_folder(folder):
+        raise RunFolderError(
+            f"{folder}: not empty and not an earlier export; its files would be replaced. "
+            "Choose another --out, or pass --overwrite"
+        )
+
+
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A hidden staging folder beside ``folder``; on success it replaces ``folder``."""
+    staging = folder.with_name(f".{folder.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked_parity(fmt: str, figures: dict, split: str) -> dict:
+    """The parity figures, or ExportError when the export disagrees with the Keras model."""
+    log.info(
+        "%s parity on %d %s images: top-1 agreement %.4f, max probability difference %.2e, "
+        "accuracy %.4f (keras %.4f)",
+        fmt,
+        figures["num_images"],
+        split,
+        figures["top1_agreement"],
+        figures["max_probability_difference"],
+        figures["export_accuracy"],
+        figures["keras_accuracy"],
+    )
+    loss = figures["keras_accuracy"] - figures["export_accuracy"]
+    if not fmt.endswith("int8") and figures["top1_agreement"] < 1.0:
+        raise ExportError(f"{fmt}: top-1 agreement {figures['top1_agreement']:.4f} < 1.0")
+    if fmt.endswith("int8") and loss > MAX_INT8_ACCURACY_LOSS:
+        raise ExportError(f"{fmt}: int8 loses {loss:.2%} accuracy (limit 0.3 pp)")
+    return {"parity": figures, "validation_accuracy": figures["export_accuracy"]}
+
+
+def _write_artefact(fmt: str, keras_model, staging: Path, calibration) -> Path:
+    base = fmt.removesuffix("-int8")
+    if base == "savedmodel":
+        return _write_savedmodel(keras_model, staging)
+    if base == "tflite":
+        return _write_tflite(keras_model, staging, calibration)
+    return _write_onnx(keras_model, staging, calibration)
 
 
 def export_model(
@@ -171,15 +242,15 @@ def export_model(
     split: str = "validation",
     calibration_images: int = 400,
     parity: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Export a Keras run or ``.keras`` file to ``fmt``.
+    """Export a Keras run or ``.keras`` file to ``fmt`` in ``out`` (default RUN/export/FMT).
 
-    Returns the export's metadata, plus ``export_dir`` (where it was written).
+    Returns the export's metadata, plus ``export_dir`` (where it was written). A folder that
+    holds something else than an earlier export is refused unless ``overwrite``.
     """
-    from defectscope.deploy.backends import BACKENDS, KerasBackend
-
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
     location = locate_model(model)
     if location.kind != "keras":
         raise ExportError(
@@ -189,57 +260,28 @@ def export_model(
     data = str(data) if data else _data_of_run(location.path)
     if (parity or fmt.endswith("int8")) and not data:
         raise ExportError(f"{model}: no --data given and none recorded in the run's config.yaml")
-    reference = KerasBackend(location.path)
+    folder = Path(out) if out else run_folder_of(location.path) / "export" / fmt
+    check_export_folder(folder, overwrite)
+    reference = KerasBackend(location.path, source)
     size = int(source["image_size"])
-    reference(np.zeros((1, size, size, 3), np.float32))  # Keras exports only models called once
+    reference.predict(np.zeros((1, size, size, 3), np.float32))  # Keras exports called models
     calibration = None
     if fmt.endswith("int8"):
         calibration = lambda: _calibration_batches(data, size, calibration_images)  # noqa: E731
-    folder = Path(out) if out else run_folder_of(location.path) / "export" / fmt
-    staging = folder.with_name(f".{folder.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    base = fmt.removesuffix("-int8")
-    writer = {
-        "savedmodel": lambda: _write_savedmodel(reference.model, staging),
-        "tflite": lambda: _write_tflite(reference.model, staging, calibration),
-        "onnx": lambda: _write_onnx(reference.model, staging, calibration),
-    }[base]
-    try:
-        artefact = writer()
+    with _staged(folder) as staging:
+        artefact = _write_artefact(fmt, reference.model, staging, calibration)
         metadata = {
             **source,
             "format": fmt,
             "file": artefact.name,
-            "source_model": str(location.path.resolve()),
-            "source_run": str(run_folder_of(location.path).resolve()),
+            # relative to the export folder, so that a copied run keeps its links
+            "source_model": _relative(location.path, folder),
+            "source_run": _relative(run_folder_of(location.path), folder),
         }
         if parity:
-            candidate = BACKENDS[base](artefact)
+            candidate = BACKENDS[fmt.removesuffix("-int8")](artefact, metadata)
             figures = check_parity(reference, candidate, data, size, split)
-            metadata["parity"] = figures
-            metadata["validation_accuracy"] = figures["export_accuracy"]
-            log.info(
-                "%s parity on %d %s images: top-1 agreement %.4f, max probability difference %.2e, "
-                "accuracy %.4f (keras %.4f)",
-                fmt,
-                figures["num_images"],
-                split,
-                figures["top1_agreement"],
-                figures["max_probability_difference"],
-                figures["export_accuracy"],
-                figures["keras_accuracy"],
-            )
-            loss = figures["keras_accuracy"] - figures["export_accuracy"]
-            if calibration is None and figures["top1_agreement"] < 1.0:
-                raise ExportError(f"{fmt}: top-1 agreement {figures['top1_agreement']:.4f} < 1.0")
-            if calibration is not None and loss > MAX_INT8_ACCURACY_LOSS:
-                raise ExportError(f"{fmt}: int8 loses {loss:.2%} accuracy (limit 0.3 pp)")
+            metadata.update(_checked_parity(fmt, figures, split))
         atomic_write_json(staging / METADATA_NAME, metadata)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("exported %s -> %s", fmt, folder)
     return {**json.loads((folder / METADATA_NAME).read_text()), "export_dir": str(folder)}

@@ -13,13 +13,14 @@ import threading
 import time
 from importlib import resources
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from defectscope import __version__
-from defectscope.data.images import ImageDecodeError, canonical_image
+from defectscope.core.version import __version__
+from defectscope.data.images import ImageDecodeError
+from defectscope.inference.classifier import Classifier
+from defectscope.inference.explain import overlay_png
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
@@ -29,43 +30,27 @@ class UploadTooLarge(Exception):
 
 
 class Predictor:
-    """The model behind the service: one request at a time, Grad-CAM built on first use."""
+    """The model behind the service: one prediction at a time, decoding outside the lock."""
 
-    def __init__(self, classifier) -> None:
+    def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
         self._lock = threading.Lock()
-        self._gradcam = None
-
-    def _explainer(self):
-        from defectscope.deploy.gradcam import GradCam, keras_model_for
-
-        if self._gradcam is None:
-            self._gradcam = GradCam(keras_model_for(self.classifier))
-        return self._gradcam
 
     def predict(self, data: bytes, name: str, explain: bool) -> dict:
-        from defectscope.data.pipeline import preprocess_encoded
-
         started = time.perf_counter()
-        encoded = canonical_image(data, name=name).encoded
-        image = preprocess_encoded(encoded, self.classifier.image_size).numpy()[None]
+        image = self.classifier.prepare_bytes(data, name)
+        classes = self.classifier.classes
         with self._lock:
-            probabilities = self.classifier.predict_images(image)[0]
-            heatmap = self._explainer().heatmaps(image)[0][0] if explain else None
-        best = int(np.argmax(probabilities))
+            prediction = self.classifier.predictions([name], image[None], top_k=len(classes))[0]
+            heatmap = self.classifier.explain(image[None])[0] if explain else None
         answer = {
-            "label": self.classifier.classes[best],
-            "confidence": float(probabilities[best]),
-            "probabilities": {
-                name: float(p)
-                for name, p in zip(self.classifier.classes, probabilities, strict=True)
-            },
+            "label": prediction.label,
+            "confidence": prediction.confidence,
+            "probabilities": {name: dict(prediction.top_k)[name] for name in classes},
             "model": {"path": str(self.classifier.path), "backend": self.classifier.backend_name},
         }
         if heatmap is not None:
-            from defectscope.deploy.gradcam import overlay_png
-
-            answer["heatmap_png_base64"] = base64.b64encode(overlay_png(image[0], heatmap)).decode()
+            answer["heatmap_png_base64"] = base64.b64encode(overlay_png(image, heatmap)).decode()
         answer["latency_ms"] = round(1000 * (time.perf_counter() - started), 2)
         return answer
 

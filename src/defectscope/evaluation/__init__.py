@@ -1,1 +1,1 @@
-"""Evaluation: metrics (scikit-learn) and report files."""
+"""Evaluation: metrics (scikit-learn), corruptions, the pointing game and report files."""

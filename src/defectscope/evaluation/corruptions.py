@@ -20,6 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from defectscope.core.errors import ConfigError
+from defectscope.data.augment import gaussian_blur
+from defectscope.data.pipeline import create_dataset
+
 SEVERITIES = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.10, 0.12),
     "shot_noise": (60, 25, 12, 5, 3),
@@ -48,8 +52,6 @@ def _shot_noise(images, value, seed):
 
 def _gaussian_blur(images, value, seed):
     import tensorflow as tf
-
-    from defectscope.data.augment import gaussian_blur
 
     return tf.map_fn(lambda image: gaussian_blur(image, float(value)), images)
 
@@ -116,12 +118,21 @@ def corrupt(images, name: str, severity: int, seed: tuple[int, int] = (0, 0)):
     import tensorflow as tf
 
     if name not in FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {CORRUPTIONS}")
+        raise ConfigError(f"unknown corruption {name!r}; choose from {CORRUPTIONS}")
     if not 1 <= severity <= 5:
-        raise ValueError(f"severity must be 1..5, got {severity!r}")
+        raise ConfigError(f"severity must be 1..5, got {severity!r}")
     images = tf.convert_to_tensor(images, tf.float32)
     value = SEVERITIES[name][severity - 1]
     return tf.clip_by_value(FUNCTIONS[name](images, value, tf.constant(seed, tf.int64)), 0.0, 255.0)
+
+
+def parse_corruptions(text: str) -> list[str]:
+    """``"all"`` or comma-separated corruption names -> names, each known."""
+    names = list(CORRUPTIONS) if text == "all" else [n for n in text.split(",") if n]
+    unknown = sorted(set(names) - set(CORRUPTIONS))
+    if unknown or not names:
+        raise ConfigError(f"unknown corruption(s) {unknown or text!r}; choose from {CORRUPTIONS}")
+    return names
 
 
 def parse_severities(text: str) -> list[int]:
@@ -132,16 +143,14 @@ def parse_severities(text: str) -> list[int]:
         try:
             levels.extend(range(int(low), int(high or low) + 1))
         except ValueError:
-            raise ValueError(f"severities look like 1-5 or 1,3; got {text!r}") from None
+            raise ConfigError(f"severities look like 1-5 or 1,3; got {text!r}") from None
     if not levels or min(levels) < 1 or max(levels) > 5:
-        raise ValueError(f"severities must lie in 1..5, got {text!r}")
+        raise ConfigError(f"severities must lie in 1..5, got {text!r}")
     return sorted(set(levels))
 
 
 def robustness(predict_batch, source, image_size: int, names, severities, batch_size: int = 32):
     """``{corruption: {severity: accuracy}}`` and the mean over all of them."""
-    from defectscope.data.pipeline import create_dataset
-
     batches = [
         (images, labels.numpy())
         for images, labels in create_dataset(source, image_size=image_size, batch_size=batch_size)

@@ -4,58 +4,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from defectscope.data.pipeline import open_source
+from defectscope.core.atomic_io import atomic_write_json
+from defectscope.core.errors import ConfigError
+from defectscope.data.pipeline import DataSource, open_source
+from defectscope.evaluation.corruptions import SEVERITIES, robustness
+from defectscope.evaluation.localization import pointing_game
 from defectscope.evaluation.metrics import predict_source
-from defectscope.evaluation.report import write_evaluation
+from defectscope.evaluation.report import plot_robustness, write_evaluation
 from defectscope.inference.classifier import Classifier, load_model
 
 
-class ClassMismatchError(ValueError):
+class ClassMismatchError(ConfigError):
     """The data's classes are not the model's."""
 
 
 def evaluate(
     model: str | Path | Classifier,
-    data: str | Path,
+    data: str | Path | DataSource,
     split: str = "validation",
     out: str | Path = "runs/evaluate",
     batch_size: int = 32,
     localization: bool = False,
     corruptions: list[str] | None = None,
     severities: list[int] | None = None,
+    title: str | None = None,
 ) -> dict:
-    """Evaluate a run folder, ``.keras`` file or loaded classifier; returns the metrics."""
+    """Evaluate a run folder, ``.keras`` file, export or loaded classifier; returns the metrics.
+
+    ``data`` is a dataset root, a TFRecord folder or an opened :class:`DataSource` (whose own
+    split is used).
+    """
     classifier = model if isinstance(model, Classifier) else load_model(model)
-    source = open_source(data, split)
+    source = data if isinstance(data, DataSource) else open_source(data, split)
     if list(source.classes) != classifier.classes:
         raise ClassMismatchError(
             f"data classes {list(source.classes)} differ from the model's {classifier.classes}"
         )
-    result = predict_source(classifier.predict_images, source, classifier.image_size, batch_size)
-    metrics = write_evaluation(result, out, f"{classifier.path} on {data} ({split})")
+    out = Path(out)
+    result = predict_source(classifier.predict_arrays, source, classifier.image_size, batch_size)
+    title = title or f"{classifier.path} on {source.path} ({source.split})"
+    metrics = write_evaluation(result, out, title)
     if localization:
-        from defectscope.atomic_io import atomic_write_json
-        from defectscope.deploy.gradcam import keras_model_for
-        from defectscope.evaluation.localization import pointing_game
-
-        keras_model = keras_model_for(classifier)
-        metrics["localization"] = pointing_game(keras_model, source, classifier.image_size)
-        atomic_write_json(Path(out) / "metrics.json", metrics)
+        metrics["localization"] = pointing_game(classifier, source)
+        atomic_write_json(out / "metrics.json", metrics)
     if corruptions:
         metrics["robustness"] = write_robustness(
-            classifier, source, corruptions, severities or [1, 2, 3, 4, 5], Path(out), batch_size
+            classifier, source, corruptions, severities or [1, 2, 3, 4, 5], out, batch_size
         )
     return metrics
 
 
-def write_robustness(classifier, source, names, severities, out: Path, batch_size: int) -> dict:
+def write_robustness(
+    classifier: Classifier, source: DataSource, names, severities, out: Path, batch_size: int
+) -> dict:
     """``robustness.json`` and ``robustness.png``: accuracy per corruption and severity."""
-    from defectscope.atomic_io import atomic_write_json
-    from defectscope.evaluation.corruptions import SEVERITIES, robustness
-    from defectscope.evaluation.report import plot_robustness
-
     table, mean = robustness(
-        classifier.predict_images, source, classifier.image_size, names, severities, batch_size
+        classifier.predict_arrays, source, classifier.image_size, names, severities, batch_size
     )
     report = {
         "corruptions": table,

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from defectscope.data.layout import discover_dataset
 from defectscope.data.pipeline import DataSource, create_dataset, is_tfrecord_folder
-from defectscope.deploy.gradcam import GradCam, peak_location
+from defectscope.data.records import iter_records
+from defectscope.data.tfrecord_features import example_to_record
+from defectscope.inference.classifier import Classifier
+from defectscope.inference.explain import peak_location
 
 Box = tuple[float, float, float, float]  # normalised xmin, ymin, xmax, ymax
 
@@ -19,15 +23,10 @@ def boxes_by_source_id(source: DataSource) -> dict[str, list[Box]]:
     if is_tfrecord_folder(source.path):
         import tensorflow as tf
 
-        from defectscope.data.tfrecord_features import example_to_record
-
         for serialized in tf.data.TFRecordDataset(list(source.files)).as_numpy_iterator():
             record = example_to_record(serialized)
             found[record.source_id] = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes]
         return found
-    from defectscope.data.layout import discover_dataset
-    from defectscope.data.records import iter_records
-
     index = discover_dataset(Path(source.path))
     for _, record, _ in iter_records(index.samples.get(source.split, []), index.label_map()):
         if record is not None:
@@ -35,14 +34,15 @@ def boxes_by_source_id(source: DataSource) -> dict[str, list[Box]]:
     return found
 
 
-def pointing_game(keras_model, source: DataSource, image_size: int, batch_size: int = 16) -> dict:
+def pointing_game(classifier: Classifier, source: DataSource, batch_size: int = 16) -> dict:
     """Hit rate of the heatmap peak (of the true class) in a box, overall and per class."""
     boxes = boxes_by_source_id(source)
-    gradcam = GradCam(keras_model)
     hits: dict[str, list[bool]] = defaultdict(list)
-    dataset = create_dataset(source, image_size=image_size, batch_size=batch_size, with_ids=True)
+    dataset = create_dataset(
+        source, image_size=classifier.image_size, batch_size=batch_size, with_ids=True
+    )
     for images, labels, ids in dataset:
-        maps, _ = gradcam.heatmaps(images, labels)
+        maps = classifier.explain(images, labels)
         for heatmap, label, source_id in zip(maps, labels.numpy(), ids.numpy(), strict=True):
             image_boxes = boxes.get(source_id.decode(), [])
             if not image_boxes:

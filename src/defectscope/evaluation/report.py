@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.atomic_io import atomic_path, atomic_write_json, atomic_write_text
+from defectscope.core.atomic_io import atomic_path, atomic_write_json, atomic_write_text
 from defectscope.evaluation.metrics import EvaluationResult, compute_metrics, misclassified_rows
 
 

@@ -1,1 +1,1 @@
-"""Inference: load a trained model and predict images."""
+"""Inference: model files and backends, the classifier, Grad-CAM, and the batch prediction job."""

@@ -1,64 +1,37 @@
-"""Inference backends behind one call: float32 images in [0, 255] -> class probabilities.
+"""Inference backends behind one small protocol: float32 images in [0, 255] -> model outputs.
 
-A model path is recognised by its files: a run folder or ``.keras`` file (Keras), a folder with
-``saved_model.pb`` (TensorFlow SavedModel), a ``.tflite`` file (TFLite, XNNPACK) or a ``.onnx``
-file (ONNX Runtime). Export folders hold one of those beside their ``metadata.json``.
+Keras (run folders, ``.keras``), TensorFlow SavedModel, TFLite (XNNPACK) and ONNX Runtime each
+load a model found by :func:`~defectscope.inference.model_files.locate_model` and predict numpy
+batches. Everything above (classifier, service, exports, benchmark) talks to :class:`Backend`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from defectscope.errors import FileError
-
-METADATA_NAME = "metadata.json"
-EXPORT_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-
-
-class ModelLoadError(FileError):
-    """A model path that holds no usable defectscope model."""
+from defectscope.inference.model_files import (
+    ModelLoadError,
+    ModelLocation,
+    locate_model,
+    read_metadata,
+)
 
 
-@dataclass(frozen=True)
-class ModelLocation:
-    """What a model path resolved to: the loadable file or folder, its kind, its metadata."""
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model: its metadata and a batch prediction on float32 ``(N, S, S, 3)`` images."""
 
+    name: ClassVar[str]
     path: Path
-    kind: str  # keras | savedmodel | tflite | onnx
-    metadata_path: Path
+    metadata: dict
+    output_size: int  # values per image of the (first) output, e.g. the number of classes
 
-
-def locate_model(path: str | Path) -> ModelLocation:
-    """Recognise a run folder, ``.keras`` file, export folder, or a model file beside metadata."""
-    path = Path(path)
-    if path.is_dir():
-        for candidate in (path / "weights" / "best.keras", path / "best.keras"):
-            if candidate.is_file():
-                return ModelLocation(candidate, "keras", candidate.parent / METADATA_NAME)
-        if (path / "saved_model.pb").is_file():
-            return ModelLocation(path, "savedmodel", path.parent / METADATA_NAME)
-        for name in EXPORT_FILES.values():
-            if (path / name).exists():
-                return locate_model(path / name)
-        raise ModelLoadError(path, "no run (weights/best.keras) or export (metadata.json) here")
-    kinds = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
-    if path.suffix not in kinds or not path.is_file():
-        raise ModelLoadError(
-            path, "not a run folder, export folder or existing .keras/.tflite/.onnx file"
-        )
-    return ModelLocation(path, kinds[path.suffix], path.parent / METADATA_NAME)
-
-
-def read_metadata(location: ModelLocation) -> dict:
-    if not location.metadata_path.is_file():
-        raise ModelLoadError(location.path, f"no {METADATA_NAME} beside it (classes, input size)")
-    return json.loads(location.metadata_path.read_text())
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
 
 
 def _threads() -> int:
@@ -66,35 +39,39 @@ def _threads() -> int:
 
 
 class KerasBackend:
-    name = "keras"
+    """A ``.keras`` file, loaded in safe mode (a model that would run code is refused)."""
 
-    def __init__(self, path: Path) -> None:
+    name: ClassVar[str] = "keras"
+
+    def __init__(self, path: Path, metadata: dict) -> None:
         import keras
 
+        self.path, self.metadata = path, metadata
         try:
             self.model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as err:  # Keras raises many types for a bad archive
             raise ModelLoadError(path, f"cannot load model ({err})") from None
-        self.num_classes = int(self.model.output_shape[-1])
+        self.output_size = int(self.model.output_shape[-1])
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.model(images, training=False))
 
 
 class SavedModelBackend:
-    name = "savedmodel"
+    name: ClassVar[str] = "savedmodel"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metadata: dict) -> None:
         import tensorflow as tf
 
+        self.path, self.metadata = path, metadata
         try:
             self.model = tf.saved_model.load(str(path))
         except Exception as err:
             raise ModelLoadError(path, f"cannot load SavedModel ({err})") from None
         self.serve = self.model.signatures["serving_default"]
-        self.num_classes = int(next(iter(self.serve.structured_outputs.values())).shape[-1])
+        self.output_size = int(next(iter(self.serve.structured_outputs.values())).shape[-1])
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
         outputs = self.serve(tf.constant(images, tf.float32))
@@ -102,11 +79,12 @@ class SavedModelBackend:
 
 
 class TFLiteBackend:
-    name = "tflite"
+    name: ClassVar[str] = "tflite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metadata: dict) -> None:
         import tensorflow as tf
 
+        self.path, self.metadata = path, metadata
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notice of tf.lite.Interpreter
             try:
@@ -115,10 +93,10 @@ class TFLiteBackend:
                 raise ModelLoadError(path, f"cannot load TFLite model ({err})") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.num_classes = int(self.output["shape"][-1])
+        self.output_size = int(self.output["shape"][-1])
         self._batch = -1
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.shape[0] != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
@@ -130,11 +108,12 @@ class TFLiteBackend:
 
 
 class OnnxBackend:
-    name = "onnx"
+    name: ClassVar[str] = "onnx"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, metadata: dict) -> None:
         import onnxruntime as ort
 
+        self.path, self.metadata = path, metadata
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads()
         try:
@@ -144,14 +123,14 @@ class OnnxBackend:
         except Exception as err:
             raise ModelLoadError(path, f"cannot load ONNX model ({err})") from None
         self.input_name = self.session.get_inputs()[0].name
-        self.num_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.output_size = int(self.session.get_outputs()[0].shape[-1])
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
         return self.session.run(None, feed)[0]
 
 
-BACKENDS = {
+BACKENDS: dict[str, type] = {
     "keras": KerasBackend,
     "savedmodel": SavedModelBackend,
     "tflite": TFLiteBackend,
@@ -159,6 +138,12 @@ BACKENDS = {
 }
 
 
-def open_backend(location: ModelLocation):
-    """Load the model at ``location`` with its backend."""
-    return BACKENDS[location.kind](location.path)
+def open_backend(location: ModelLocation, metadata: dict | None = None) -> Backend:
+    """Load the model at ``location`` with the backend of its kind."""
+    metadata = read_metadata(location) if metadata is None else metadata
+    return BACKENDS[location.kind](location.path, metadata)
+
+
+def load_backend(path: str | Path) -> Backend:
+    """Find and load the model at ``path`` (run folder, ``.keras`` file or export)."""
+    return open_backend(locate_model(path))

@@ -1,7 +1,10 @@
 """Load a trained model (run folder, ``.keras`` file or any export) and predict images.
 
-Images are decoded by the data layer's one path (:func:`canonical_image` then
-:func:`preprocess_encoded`), so a prediction sees exactly the pixels training and evaluation saw.
+One path from bytes to answer: images are decoded by the data layer
+(:func:`~defectscope.data.pipeline.prepare_image_bytes`, or the same steps inside tf.data for
+files), predicted by :meth:`Classifier.predict_arrays` and turned into :class:`Prediction`
+objects by :meth:`Classifier.predictions`. The command line, the Python API, the service and
+Grad-CAM all go through it.
 """
 
 from __future__ import annotations
@@ -13,27 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope import __version__
-from defectscope.atomic_io import atomic_write_json
+from defectscope.core.errors import ConfigError
 from defectscope.data.images import ImageDecodeError, read_canonical_image
-from defectscope.deploy.backends import (
-    METADATA_NAME,
-    ModelLoadError,
-    ModelLocation,
-    locate_model,
-    open_backend,
-    read_metadata,
-)
-from defectscope.inference.sources import SourceItem, expand_sources, stream_sources
+from defectscope.data.pipeline import prepare_image_bytes, preprocess_encoded
+from defectscope.inference.backends import Backend, open_backend
+from defectscope.inference.explain import GradCam, keras_model_for
+from defectscope.inference.model_files import ModelLoadError, locate_model, read_metadata
+from defectscope.inference.sources import SourceItem
 
-__all__ = [
-    "Classifier",
-    "ModelLoadError",
-    "Prediction",
-    "expand_sources",
-    "load_model",
-    "stream_sources",
-]
 log = logging.getLogger(__name__)
 
 
@@ -57,44 +47,72 @@ class Prediction:
         return values
 
 
-def write_model_metadata(folder: Path, classes: list[str], image_size: int, **extra) -> None:
-    """``metadata.json`` beside a model: what any loader needs to use it."""
-    atomic_write_json(
-        folder / METADATA_NAME,
-        {
-            "classes": list(classes),
-            "image_size": image_size,
-            "channels": 3,
-            "input": "float32 RGB in [0, 255], shape (N, size, size, 3); scaling is in the model",
-            "preprocessing": "canonical decode -> RGB uint8 -> bilinear resize (antialias)",
-            "defectscope_version": __version__,
-            **extra,
-        },
-    )
+@dataclass
+class PredictionBatch:
+    """Predictions of one batch, in input order, with the decoded images that were predicted."""
+
+    predictions: list[Prediction]
+    images: np.ndarray  # (n_ok, S, S, 3) float32, the images of the predictions that are ok
+
+    @property
+    def ok_paths(self) -> list[str]:
+        return [p.path for p in self.predictions if p.ok]
 
 
 class Classifier:
     """A loaded model (any backend) with its classes and input size."""
 
-    def __init__(self, backend, metadata: dict, location: ModelLocation) -> None:
-        self.backend, self.metadata, self.location = backend, metadata, location
-        self.classes: list[str] = list(metadata["classes"])
-        self.image_size = int(metadata["image_size"])
-        self.path = location.path
-        if len(self.classes) != backend.num_classes:
+    def __init__(self, backend: Backend) -> None:
+        self.backend, self.metadata = backend, backend.metadata
+        self.classes: list[str] = list(self.metadata["classes"])
+        self.image_size = int(self.metadata["image_size"])
+        self.path = backend.path
+        self._gradcam: GradCam | None = None
+        if len(self.classes) != backend.output_size:
             raise ModelLoadError(
-                location.path,
+                backend.path,
                 f"metadata lists {len(self.classes)} classes, the model has "
-                f"{backend.num_classes} outputs",
+                f"{backend.output_size} outputs",
             )
 
     @property
     def backend_name(self) -> str:
         return self.backend.name
 
-    def predict_images(self, images) -> np.ndarray:
-        """Probabilities for a batch of float images in [0, 255] at the model's size."""
-        return self.backend(np.asarray(images, dtype=np.float32))
+    def predict_arrays(self, images) -> np.ndarray:
+        """Probabilities ``(N, C)`` for float images ``(N, S, S, 3)`` in [0, 255]."""
+        return self.backend.predict(np.asarray(images, dtype=np.float32))
+
+    def predictions(self, names: list[str], images, top_k: int = 3) -> list[Prediction]:
+        """Predict decoded images and name the top ``top_k`` classes of each."""
+        if top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k!r}")
+        top_k = min(top_k, len(self.classes))
+        rows = self.predict_arrays(images) if len(names) else np.zeros((0, len(self.classes)))
+        results = []
+        for name, row in zip(names, rows, strict=True):
+            order = np.argsort(row)[::-1][:top_k]
+            results.append(
+                Prediction(
+                    path=name,
+                    label=self.classes[int(order[0])],
+                    confidence=float(row[int(order[0])]),
+                    top_k=[(self.classes[int(i)], float(row[int(i)])) for i in order],
+                )
+            )
+        return results
+
+    def prepare_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
+        """Encoded bytes -> the ``(S, S, 3)`` float image this model takes."""
+        return prepare_image_bytes(data, self.image_size, name)
+
+    def predict_bytes(self, data: bytes, name: str = "upload", top_k: int = 3) -> Prediction:
+        """Predict one encoded image; an unreadable one gives a Prediction with ``error``."""
+        try:
+            image = self.prepare_bytes(data, name)
+        except ImageDecodeError as err:
+            return Prediction(path=name, error=err.reason)
+        return self.predictions([name], image[None], top_k)[0]
 
     def predict(
         self, paths: Iterable[str | Path], batch_size: int = 32, top_k: int = 3
@@ -105,33 +123,39 @@ class Classifier:
     def iter_predict(
         self, paths: Iterable[SourceItem | str], batch_size: int = 32, top_k: int = 3
     ) -> Iterator[Prediction]:
-        """Stream predictions in input order through tf.data, holding a few batches at a time.
+        """Stream predictions in input order (see :meth:`iter_batches`)."""
+        for batch in self.iter_batches(paths, batch_size, top_k):
+            yield from batch.predictions
 
-        ``paths`` may be lazy (see :func:`stream_sources`); an item ``(source, error)`` passes
-        through as an error row.
+    def iter_batches(
+        self, paths: Iterable[SourceItem | str], batch_size: int = 32, top_k: int = 3
+    ) -> Iterator[PredictionBatch]:
+        """Predict batches through tf.data, holding a few batches at a time.
+
+        ``paths`` may be lazy (see :func:`~defectscope.inference.sources.stream_sources`); an
+        item ``(source, error)`` passes through as an error row.
         """
-        import tensorflow as tf
-
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k!r}")
         for names, images, errors in stream_images(paths, self.image_size, batch_size):
-            readable = np.flatnonzero(errors == b"")
-            rows = iter(self.predict_images(tf.gather(images, readable)) if len(readable) else [])
+            readable = [index for index, error in enumerate(errors) if not error]
+            ok_images = images[readable]
+            predicted = iter(self.predictions([names[i] for i in readable], ok_images, top_k))
+            rows = []
             for name, error in zip(names, errors, strict=True):
-                name = name.decode("utf-8", "surrogateescape")
                 if error:
-                    reason = error.decode("utf-8", "replace")
-                    log.warning("cannot predict %s: %s", name, reason)
-                    yield Prediction(path=name, error=reason)
-                    continue
-                row = next(rows)
-                order = np.argsort(row)[::-1][:top_k]
-                yield Prediction(
-                    path=name,
-                    label=self.classes[int(order[0])],
-                    confidence=float(row[int(order[0])]),
-                    top_k=[(self.classes[int(i)], float(row[int(i)])) for i in order],
-                )
+                    log.debug("cannot predict %s: %s", name, error)
+                    rows.append(Prediction(path=name, error=error))
+                else:
+                    rows.append(next(predicted))
+            yield PredictionBatch(rows, ok_images)
+
+    def explain(self, images, class_indices=None) -> np.ndarray:
+        """Grad-CAM maps ``(N, S, S)`` in [0, 1] of decoded images (of the top class by default).
+
+        The explaining Keras model (this one, or an export's source model) is loaded once.
+        """
+        if self._gradcam is None:
+            self._gradcam = GradCam(keras_model_for(self.backend))
+        return self._gradcam.heatmaps(images, class_indices)[0]
 
 
 def _read_for_prediction(path, error):
@@ -146,13 +170,11 @@ def _read_for_prediction(path, error):
 
 
 def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size: int):
-    """Batches ``(names, images, errors)`` as numpy/tensors; ``errors[i] == b""`` when readable.
+    """Batches ``(names, images, errors)``: lists of str, a float32 array, ``""`` when readable.
 
     A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead.
     """
     import tensorflow as tf
-
-    from defectscope.data.pipeline import preprocess_encoded
 
     failures: list[BaseException] = []
 
@@ -186,7 +208,11 @@ def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size
     dataset = dataset.map(read, num_parallel_calls=autotune, deterministic=True)
     dataset = dataset.map(decode, num_parallel_calls=autotune, deterministic=True)
     for names, images, errors in dataset.batch(batch_size).prefetch(2):
-        yield names.numpy(), images, errors.numpy()
+        yield (
+            [n.decode("utf-8", "surrogateescape") for n in names.numpy()],
+            images.numpy(),
+            [e.decode("utf-8", "replace") for e in errors.numpy()],
+        )
     if failures:
         raise failures[0]
 
@@ -197,5 +223,4 @@ def load_model(path: str | Path) -> Classifier:
     Keras files load in safe mode: a model that would run arbitrary code is refused.
     """
     location = locate_model(path)
-    metadata = read_metadata(location)
-    return Classifier(open_backend(location), metadata, location)
+    return Classifier(open_backend(location, read_metadata(location)))

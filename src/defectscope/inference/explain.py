@@ -1,9 +1,10 @@
-"""Grad-CAM heatmaps from the Keras model: where in the image the predicted class came from.
+"""Grad-CAM heatmaps: where in the image the predicted class came from.
 
 The map is taken on the backbone's last activation (``block14_sepconv2_act``), weighted by the
 mean gradient of the class score, rectified, normalised to [0, 1] and resized to the input.
-Exported models (TFLite, ONNX) have no gradients: their maps come from the Keras model of the
-same run (``source_model`` in the export's metadata).
+It works on decoded arrays (the ones the classifier just predicted), never on files. Exported
+models (TFLite, ONNX) have no gradients: their maps come from the Keras model of the same run
+(``source_model`` in the export's metadata), loaded once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.models.xception import BACKBONE_NAME, DROPOUT_NAME, FEATURES_NAME, PREDICTIONS_NAME
+from defectscope.inference.backends import Backend, KerasBackend
+from defectscope.inference.model_files import ModelLoadError, locate_model, read_metadata
+from defectscope.models.xception import (
+    BACKBONE_NAME,
+    DROPOUT_NAME,
+    FEATURES_NAME,
+    PREDICTIONS_NAME,
+    SCALING_NAME,
+)
 
 
 class GradCam:
@@ -23,7 +32,7 @@ class GradCam:
         import keras
 
         inputs = keras.Input(keras_model.input_shape[1:], name="image")
-        x = keras_model.get_layer("pixel_scaling")(inputs)
+        x = keras_model.get_layer(SCALING_NAME)(inputs)
         feature_map = keras_model.get_layer(BACKBONE_NAME)(x, training=False)
         x = keras_model.get_layer(FEATURES_NAME)(feature_map)
         x = keras_model.get_layer(DROPOUT_NAME)(x, training=False)
@@ -73,46 +82,23 @@ def peak_location(heatmap: np.ndarray) -> tuple[float, float]:
     return (col + 0.5) / heatmap.shape[1], (row + 0.5) / heatmap.shape[0]
 
 
-def keras_model_for(classifier) -> object:
-    """The Keras model that explains ``classifier``: its own, or its export's source model."""
-    from defectscope.deploy.backends import KerasBackend, ModelLoadError
+def source_model_path(metadata: dict, model_path: Path) -> Path | None:
+    """The Keras model an export came from (``source_model``, relative to the export folder)."""
+    source = metadata.get("source_model")
+    if not source:
+        return None
+    path = Path(source)
+    return path if path.is_absolute() else model_path.parent / path
 
-    if classifier.backend_name == "keras":
-        return classifier.backend.model
-    source = classifier.metadata.get("source_model")
-    if not source or not Path(source).is_file():
+
+def keras_model_for(backend: Backend):
+    """The Keras model that explains ``backend``: its own, or its export's source model."""
+    if isinstance(backend, KerasBackend):
+        return backend.model
+    source = source_model_path(backend.metadata, backend.path)
+    if source is None or not source.is_file():
         raise ModelLoadError(
-            classifier.path, "heatmaps need the Keras model of the run (source_model) beside it"
+            backend.path, "heatmaps need the Keras model of the run (source_model) beside it"
         )
-    return KerasBackend(Path(source)).model
-
-
-def write_explanations(classifier, paths: list[str], out_dir: str | Path, batch: int = 16) -> list:
-    """A ``<stem>_gradcam.png`` overlay per image (of the predicted class) into ``out_dir``."""
-    import tensorflow as tf
-
-    from defectscope.atomic_io import atomic_write_bytes
-    from defectscope.data.images import read_canonical_image
-    from defectscope.data.pipeline import preprocess_encoded
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gradcam = GradCam(keras_model_for(classifier))
-    written, used = [], set()
-    for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        images = tf.stack(
-            [
-                preprocess_encoded(read_canonical_image(p).encoded, classifier.image_size)
-                for p in chunk
-            ]
-        ).numpy()
-        maps, _ = gradcam.heatmaps(images)
-        for path, image, heatmap in zip(chunk, images, maps, strict=True):
-            name = f"{Path(path).stem}_gradcam.png"
-            if name in used:  # the same stem in two folders
-                name = f"{Path(path).stem}_{len(used)}_gradcam.png"
-            used.add(name)
-            atomic_write_bytes(out / name, overlay_png(image, heatmap))
-            written.append(out / name)
-    return written
+    location = locate_model(source)
+    return KerasBackend(location.path, read_metadata(location)).model

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from defectscope.core.errors import ConfigError
 from defectscope.data.images import is_image_path
 
 SourceItem = Path | tuple[str, str]  # an image path, or (source, error) for a source that failed
@@ -28,7 +30,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValueError(f"shard must be i/n with 0 <= i < n, got {self.index}/{self.count}")
+            raise ConfigError(f"shard must be i/n with 0 <= i < n, got {self.index}/{self.count}")
 
     @classmethod
     def parse(cls, text: str) -> Shard:
@@ -36,7 +38,7 @@ class Shard:
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+            raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
         return cls(index, count)
 
     def holds(self, path: str) -> bool:
@@ -61,8 +63,6 @@ def walk_images(folder: Path) -> Iterator[Path]:
 
 def read_path_list(list_file: str | Path) -> Iterator[str]:
     """Paths of a text file, one per line (blank lines and ``#`` comments skipped); ``-``: stdin."""
-    import sys
-
     handle = sys.stdin if str(list_file) == "-" else open(list_file, encoding="utf-8")  # noqa: SIM115
     try:
         for line in iter(handle.readline, ""):  # readline: iterating some stdin wrappers ends

@@ -15,7 +15,8 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from defectscope.atomic_io import atomic_path
+from defectscope.core.atomic_io import atomic_path
+from defectscope.core.errors import ConfigError, DefectscopeError
 from defectscope.inference.classifier import Prediction
 from defectscope.inference.sources import SourceItem
 
@@ -24,7 +25,7 @@ FORMATS = (".csv", ".json", ".jsonl", ".parquet")
 log = logging.getLogger(__name__)
 
 
-class ResumeError(ValueError):
+class ResumeError(DefectscopeError, ValueError):
     """A partial result file that does not match the inputs it is resumed with."""
 
 
@@ -79,7 +80,7 @@ class PredictionWriter:
     def __init__(self, out: str | Path, chunk_rows: int = 1000) -> None:
         self.out = Path(out)
         if self.out.suffix not in FORMATS:
-            raise ValueError(f"output must end in one of {FORMATS}, got {str(self.out)!r}")
+            raise ConfigError(f"output must end in one of {FORMATS}, got {str(self.out)!r}")
         self.partial = partial_path(self.out)
         self.chunk_rows = chunk_rows
         self.counts = {"rows": 0, "predicted": 0}

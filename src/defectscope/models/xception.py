@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from defectscope.core.errors import ConfigError
+
+SCALING_NAME = "pixel_scaling"
 BACKBONE_NAME = "xception"
 FEATURES_NAME = "avg_pool"
 DROPOUT_NAME = "head_dropout"
@@ -24,12 +27,12 @@ def resolve_weights(weights: str | Path | None) -> str | None:
         return "imagenet"
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"weights file not found: {str(weights)!r} (use 'imagenet', 'none' or a path to "
             "xception_imagenet_notop.weights.h5)"
         )
     if not path.name.endswith(".weights.h5") and not _is_legacy_h5(path):
-        raise ValueError(  # Keras picks the loader by the file name
+        raise ConfigError(  # Keras picks the loader by the file name
             f"weights file {str(weights)!r} is in the Keras 3 format but not named "
             "*.weights.h5; rename it (e.g. xception_imagenet_notop.weights.h5)"
         )
@@ -52,7 +55,7 @@ def create_backbone(image_size: int, weights: str | Path | None = "imagenet"):
     import keras
 
     if image_size < 71:
-        raise ValueError(f"Xception needs image_size >= 71, got {image_size!r}")
+        raise ConfigError(f"Xception needs image_size >= 71, got {image_size!r}")
     backbone = keras.applications.Xception(
         include_top=False,
         weights=resolve_weights(weights),
@@ -78,9 +81,9 @@ def create_model(
     import keras
 
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        raise ConfigError(f"num_classes must be >= 2, got {num_classes!r}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     backbone = create_backbone(image_size, weights)
     if pretrained is None:
         pretrained = resolve_weights(weights) is not None
@@ -89,7 +92,7 @@ def create_model(
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = 0.9
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="pixel_scaling")(inputs)
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=SCALING_NAME)(inputs)
     # Pretrained: BatchNormalization stays in inference mode while fine-tuning (its statistics
     # come from ImageNet). Random weights: it must learn its statistics, so it follows training.
     x = backbone(x, training=False if pretrained else None)
@@ -130,7 +133,7 @@ def set_trainable_blocks(model, unfreeze_from: str | None) -> int:
     if unfreeze_from == "all":
         return sum(1 for layer in backbone.layers if layer.weights)
     if unfreeze_from not in XCEPTION_BLOCKS:
-        raise ValueError(
+        raise ConfigError(
             f"unfreeze_from must be block1..block14, 'all' or 'none', got {unfreeze_from!r}"
         )
     names = [layer.name for layer in backbone.layers]

@@ -1,1 +1,1 @@
-"""Training: configuration, cached features, callbacks and the two-phase trainer."""
+"""Training: configuration, run folders, cached features, both phases and tf.distribute."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from defectscope.atomic_io import atomic_path, atomic_write_text
+from defectscope.core.atomic_io import atomic_path, atomic_write_text
 
 log = logging.getLogger("defectscope.train")
 RESULT_COLUMNS = (

@@ -1,4 +1,8 @@
-"""Training configuration: dataclasses, YAML presets, overrides and the resolved config.yaml."""
+"""Training configuration: dataclasses, YAML presets, overrides and the resolved config.yaml.
+
+The dataclass defaults *are* the default recipe (preset ``default``); the YAML presets shipped in
+``defectscope/presets/`` hold only what differs from it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from defectscope.core.atomic_io import atomic_write_text
+from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
 from defectscope.training.distribute import DistributeConfig
 
@@ -21,7 +27,6 @@ class HeadPhaseConfig:
     epochs: int = 150
     learning_rate: float = 1e-3
     batch_size: int = 32
-    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -58,12 +63,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.class_weights not in ("auto", "balanced", "none"):
-            raise ValueError(
+            raise ConfigError(
                 f"class_weights must be 'auto', 'balanced' or 'none', got {self.class_weights!r}"
             )
         for name in ("image_size", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,7 +86,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown {where} key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown {where} key(s) {unknown}; known: {sorted(known)}")
     return cls(**values)
 
 
@@ -107,43 +112,81 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+DEFAULT_PRESET = "default"  # the dataclass defaults: no file
+
+
 def preset_names() -> list[str]:
     folder = resources.files("defectscope") / "presets"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    shipped = (p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted({DEFAULT_PRESET, *shipped})
 
 
-def read_config_file(path_or_preset: str | Path) -> dict[str, Any]:
-    """Values of a YAML file, or of a preset shipped with the package (``default``, ``demo``...)."""
-    path = Path(path_or_preset)
-    if not path.is_file():
-        preset = resources.files("defectscope") / "presets" / f"{path_or_preset}.yaml"
-        if not preset.is_file():
-            raise FileNotFoundError(
-                f"config {str(path_or_preset)!r} is neither a file nor a preset {preset_names()}"
-            )
-        return yaml.safe_load(preset.read_text()) or {}
-    loaded = yaml.safe_load(path.read_text()) or {}
+def _read_yaml(text: str, where: str | Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({err})") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        kind = type(loaded).__name__
+        raise ConfigError(f"{where}: expected a mapping of config keys, got {kind}")
     return loaded
 
 
+def read_config_file(path_or_preset: str | Path) -> dict[str, Any]:
+    """Values of a YAML file, or of a preset shipped with the package (``robust``, ``demo``...)."""
+    if str(path_or_preset) == DEFAULT_PRESET:
+        return {}
+    path = Path(path_or_preset)
+    if path.is_file():
+        return _read_yaml(path.read_text(), path)
+    preset = resources.files("defectscope") / "presets" / f"{path_or_preset}.yaml"
+    if not preset.is_file():
+        raise ConfigError(
+            f"config {str(path_or_preset)!r} is neither a file nor a preset {preset_names()}"
+        )
+    return _read_yaml(preset.read_text(), f"preset {path_or_preset}")
+
+
+# Command-line flags that set a nested key: --epochs is finetune.epochs, and so on.
+FLAG_KEYS = {
+    "epochs": ("finetune", "epochs"),
+    "head_epochs": ("head", "epochs"),
+    "strategy": ("distribute", "strategy"),
+    "cpu_devices": ("distribute", "cpu_devices"),
+    "mixed_precision": ("distribute", "mixed_precision"),
+    "xla": ("distribute", "xla"),
+}
+
+
+def _nest_flags(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in FLAG_KEYS:
+            section, name = FLAG_KEYS[key]
+            nested.setdefault(section, {})[name] = value
+        else:
+            nested = merge(nested, {key: value})
+    return nested
+
+
 def resolve_config(config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults <- config file (or preset) <- explicit overrides (None values are ignored)."""
+    """Defaults <- config file (or preset) <- explicit overrides (None values are ignored).
+
+    Overrides are config keys (``finetune={"epochs": 3}``) or the flat flag names of
+    :data:`FLAG_KEYS` (``epochs=3``).
+    """
     values = TrainConfig().to_dict()
     if config_file:
         values = merge(values, read_config_file(config_file))
-    values = merge(values, {k: v for k, v in overrides.items() if v is not None})
+    values = merge(values, _nest_flags(overrides))
     return config_from_dict(values)
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    from defectscope.atomic_io import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    return config_from_dict(yaml.safe_load(Path(path).read_text()))
+    return config_from_dict(_read_yaml(Path(path).read_text(), path))

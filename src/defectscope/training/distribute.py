@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
+
+from defectscope.core.errors import ConfigError
+from defectscope.data.pipeline import DataSource, InputShard, create_dataset
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +40,13 @@ class DistributeConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
+            raise ConfigError(
                 f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
             )
         if self.cpu_devices < 0:
-            raise ValueError(f"cpu_devices must be >= 0, got {self.cpu_devices!r}")
+            raise ConfigError(f"cpu_devices must be >= 0, got {self.cpu_devices!r}")
 
 
 def cluster_spec() -> dict:
@@ -56,7 +60,7 @@ def cluster_spec() -> dict:
     except (ValueError, KeyError, TypeError):
         valid = False
     if not valid:
-        raise ValueError(f"TF_CONFIG is not a cluster spec with cluster and task: {text!r}")
+        raise ConfigError(f"TF_CONFIG is not a cluster spec with cluster and task: {text!r}")
     return spec
 
 
@@ -113,7 +117,7 @@ def create_strategy(config: DistributeConfig):
 
     name = resolve_strategy_name(config)
     if name == "multiworker" and not cluster_spec():
-        raise ValueError("strategy 'multiworker' needs TF_CONFIG (the cluster and this task)")
+        raise ConfigError("strategy 'multiworker' needs TF_CONFIG (the cluster and this task)")
     split_cpu(config.cpu_devices)
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -166,61 +170,60 @@ def _epochs_of(make_epoch, first_epoch: int, epochs: int):
     return dataset
 
 
-def distributed_inputs(
-    strategy, config, train, val, class_weight: dict | None, first_epoch: int = 0
-) -> FitInputs:
-    """Training and validation input for ``strategy``, from epoch ``first_epoch`` on.
-
-    One worker (default, mirrored): batches of the global size, which Keras splits over the
-    replicas. Several workers: each builds its own pipeline over its part of the training
-    split (:class:`InputShard`: whole files when there are enough, else every n-th record),
-    with a fixed number of steps so every worker runs the same steps; validation is read whole
-    by each worker, so its metrics are the same everywhere. Each epoch's order and
-    augmentation come from :func:`epoch_seed`.
-    """
-    import math
-
+def _one_hot(num_classes: int):
     import tensorflow as tf
 
-    from defectscope.data.pipeline import InputShard, create_dataset
+    return lambda images, labels: (images, tf.one_hot(labels, num_classes))
 
+
+def _training_epoch(config, train: DataSource, epoch: int, batch_size: int, part=InputShard()):
+    """The augmented, shuffled training data of one epoch, seeded by :func:`epoch_seed`."""
+    return create_dataset(
+        train,
+        image_size=config.image_size,
+        batch_size=batch_size,
+        training=True,
+        augment=config.augment,
+        seed=epoch_seed(config.seed, epoch),
+        shard=part,
+    )
+
+
+def single_worker_inputs(
+    strategy, config, train: DataSource, val: DataSource, class_weight, first_epoch: int = 0
+) -> FitInputs:
+    """One process (default or mirrored strategy): batches of the global size, which Keras
+    splits over the local replicas."""
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    num_classes = len(train.classes)
-    epochs = config.finetune.epochs
+    one_hot = _one_hot(len(train.classes))
+    train_data = _epochs_of(
+        lambda epoch: _training_epoch(config, train, epoch, global_batch).map(one_hot),
+        first_epoch,
+        config.finetune.epochs,
+    )
+    val_data = create_dataset(val, image_size=config.image_size, batch_size=global_batch)
+    steps = math.ceil(train.num_examples / global_batch)
+    return FitInputs(train_data, val_data.map(one_hot), replicas, global_batch, steps, class_weight)
 
-    def one_hot(images, labels):
-        return images, tf.one_hot(labels, num_classes)
 
-    def augmented(epoch: int, **kwargs):
-        seed = epoch_seed(config.seed, epoch)
-        return create_dataset(
-            train,
-            image_size=config.image_size,
-            training=True,
-            augment=config.augment,
-            seed=seed,
-            **kwargs,
-        )
+def multi_worker_inputs(
+    strategy, config, train: DataSource, val: DataSource, class_weight, first_epoch: int = 0
+) -> FitInputs:
+    """Several workers: each reads its part of the training split (:class:`InputShard`: whole
+    files when there are enough, else every n-th record) for a fixed number of steps, so every
+    worker runs the same steps; validation is read whole by each worker. Class weights become
+    sample weights (Keras' ``class_weight`` does not reach distributed datasets)."""
+    import tensorflow as tf
 
-    if strategy_name(strategy) != "multiworker":
-        steps = math.ceil(train.num_examples / global_batch)
-        train_data = _epochs_of(
-            lambda epoch: augmented(epoch, batch_size=global_batch).map(one_hot),
-            first_epoch,
-            epochs,
-        )
-        val_data = create_dataset(val, image_size=config.image_size, batch_size=global_batch)
-        return FitInputs(
-            train_data, val_data.map(one_hot), replicas, global_batch, steps, class_weight
-        )
+    replicas, num_classes = strategy.num_replicas_in_sync, len(train.classes)
+    global_batch = config.batch_size * replicas
     workers = max(1, cluster_size(cluster_spec()))
-    local_replicas = max(1, replicas // workers)
-    local_batch = config.batch_size * local_replicas
+    local_batch = config.batch_size * max(1, replicas // workers)
     smallest = min(InputShard(workers, i).num_examples(train) for i in range(workers))
     steps = smallest // local_batch
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{train.path}: a worker's part of {train.split!r} holds {smallest} images, fewer "
             f"than one batch of {local_batch}; use a smaller batch_size or fewer workers"
         )
@@ -228,7 +231,7 @@ def distributed_inputs(
         [float((class_weight or {}).get(i, 1.0)) for i in range(num_classes)], tf.float32
     )
 
-    def weighted(images, labels):
+    def labelled(images, labels):
         return images, tf.one_hot(labels, num_classes), tf.gather(weights, labels)
 
     def train_fn(context):
@@ -236,15 +239,16 @@ def distributed_inputs(
         batch = context.get_per_replica_batch_size(global_batch)
 
         def make_epoch(epoch: int):
-            dataset = augmented(epoch, batch_size=batch, shard=part)
-            dataset = dataset.map(weighted if class_weight else one_hot)
-            return dataset.repeat().take(steps * local_replicas)  # the same steps everywhere
+            labels = labelled if class_weight else _one_hot(num_classes)
+            dataset = _training_epoch(config, train, epoch, batch, part).map(labels)
+            return dataset.repeat().take(steps * max(1, replicas // workers))
 
-        return _epochs_of(make_epoch, first_epoch, epochs)
+        return _epochs_of(make_epoch, first_epoch, config.finetune.epochs)
 
     def val_fn(context):
         batch = context.get_per_replica_batch_size(global_batch)
-        return create_dataset(val, image_size=config.image_size, batch_size=batch).map(one_hot)
+        dataset = create_dataset(val, image_size=config.image_size, batch_size=batch)
+        return dataset.map(_one_hot(num_classes))
 
     log.info(
         "worker %s reads %s-level shards of %s; %d steps per epoch",
@@ -261,20 +265,3 @@ def distributed_inputs(
         steps,
         None,
     )
-
-
-def local_tf_configs(workers: int) -> list[str]:
-    """``TF_CONFIG`` values for ``workers`` worker processes on this machine (free loopback
-    ports), for trying multi-worker training on one box; worker 0 is the chief."""
-    import socket
-
-    sockets = [socket.socket() for _ in range(workers)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    addresses = [f"localhost:{sock.getsockname()[1]}" for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return [
-        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
-        for i in range(workers)
-    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.atomic_io import atomic_write_bytes
+from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.data.pipeline import DataSource, create_dataset, read_manifest
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The ``defectscope`` command line: each command parses, calls one library function, prints."""

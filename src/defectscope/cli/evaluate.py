@@ -1,0 +1,48 @@
+"""``evaluate``: metrics and report files of a model on one split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from defectscope.cli.options import BatchSizeOption, DataOption, ModelOption
+from defectscope.core.tf_import import import_tensorflow_quietly
+
+
+def evaluate(
+    model: ModelOption,
+    data: DataOption,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "validation",
+    out: Annotated[Path, typer.Option(help="Folder for metrics and pictures.")] = Path(
+        "runs/evaluate"
+    ),
+    batch_size: BatchSizeOption = 32,
+    localization: Annotated[
+        bool, typer.Option(help="Score Grad-CAM peaks against the VOC boxes (pointing game).")
+    ] = False,
+    corruptions: Annotated[
+        str | None, typer.Option(help="'all' or comma-separated corruptions: robustness.json.")
+    ] = None,
+    severities: Annotated[
+        str, typer.Option(help="Corruption severities, e.g. 1-5 or 1,3.")
+    ] = "1-5",
+) -> None:
+    """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
+    from defectscope.evaluation.corruptions import parse_corruptions, parse_severities
+    from defectscope.evaluation.evaluate import evaluate as run_evaluation
+
+    names = parse_corruptions(corruptions) if corruptions else None
+    levels = parse_severities(severities) if corruptions else None
+    import_tensorflow_quietly()
+    metrics = run_evaluation(model, data, split, out, batch_size, localization, names, levels)
+    typer.echo(
+        f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
+        f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f} -> {out}/report.md"
+    )
+    if "localization" in metrics:
+        typer.echo(f"pointing game {metrics['localization']['pointing_game']:.4f}")
+    if "robustness" in metrics:
+        mean = metrics["robustness"]["mean_corruption_accuracy"]
+        typer.echo(f"mean corruption accuracy {mean:.4f} -> {out}/robustness.json")

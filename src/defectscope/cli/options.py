@@ -1,0 +1,16 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelOption = Annotated[
+    Path, typer.Option("--model", help="Run folder, .keras file or export folder.")
+]
+DataOption = Annotated[Path, typer.Option("--data", help="Dataset root or TFRecord folder.")]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
+]

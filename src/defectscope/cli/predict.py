@@ -1,0 +1,87 @@
+"""``predict``: classify images, streaming, into the terminal or a results file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from defectscope.cli.console import Counter, plural, warn
+from defectscope.cli.options import BatchSizeOption, ModelOption
+from defectscope.core.errors import ConfigError, NothingDoneError
+from defectscope.core.tf_import import import_tensorflow_quietly
+
+
+def predict(
+    model: ModelOption,
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Image files, folders (recursive), globs.")
+    ] = None,
+    paths_from: Annotated[
+        list[Path] | None,
+        typer.Option(help="A text file of image paths, one per line ('-': stdin). Repeatable."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write results to .csv, .json, .jsonl or .parquet.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue a killed run from OUT.partial, skipping scored paths.")
+    ] = False,
+    shard: Annotated[
+        str, typer.Option(help="Score only part i of n (e.g. 0/4), so n machines split a set.")
+    ] = "0/1",
+    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
+    batch_size: BatchSizeOption = 32,
+    quiet: Annotated[
+        bool, typer.Option(help="No line per image; a progress count instead.")
+    ] = False,
+    explain: Annotated[
+        Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
+    ] = None,
+) -> None:
+    """Classify images, streaming; a bad file gets a row with its error and the rest go on."""
+    from defectscope.inference.batch import check_output, predict_files
+    from defectscope.inference.classifier import load_model
+    from defectscope.inference.sources import Shard
+
+    if not sources and not paths_from:
+        raise ConfigError("give image files, folders or globs, or --paths-from FILE")
+    part = Shard.parse(shard)
+    check_output(out, resume)
+    import_tensorflow_quietly()
+    progress = Counter("predict") if quiet else None
+
+    def show(prediction) -> None:
+        if not prediction.ok:
+            warn(f"{prediction.path}: {prediction.error}")
+        elif progress is None:
+            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
+        if progress is not None:
+            progress.update()
+
+    try:
+        summary = predict_files(
+            load_model(model),
+            sources or [],
+            paths_from or [],
+            out=out,
+            resume=resume,
+            shard=part,
+            batch_size=batch_size,
+            top_k=top_k,
+            explain_dir=explain,
+            on_prediction=show,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    if summary.already_complete:
+        typer.echo(f"{out} is already complete; nothing to resume")
+        return
+    if explain is not None:
+        typer.echo(f"{plural(summary.heatmaps, 'heatmap')} -> {explain}")
+    where = f" -> {out}" if out else ""
+    typer.echo(f"{summary.predicted} of {plural(summary.rows, 'image')} predicted{where}")
+    if not summary.predicted:
+        raise NothingDoneError("no image could be predicted")

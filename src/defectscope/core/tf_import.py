@@ -1,0 +1,48 @@
+"""Import TensorFlow and Keras without their C++ start-up chatter on the terminal.
+
+TensorFlow 2.21 prints several ``I0000``/``E0000`` lines on import and on the first device query
+(oneDNN notice, "Could not find cuda drivers", cuInit failure on machines without a GPU), before
+its log level applies. The command line calls :func:`import_tensorflow_quietly` once, before the
+first TensorFlow work, with the process' stderr pointed at /dev/null for that moment only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+_done = False
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras and query the devices once, with C-level stderr silenced.
+
+    An import error is raised as usual (after stderr is restored). Later messages of TensorFlow
+    (warnings, errors while running) are not affected.
+    """
+    global _done
+    if _done or "tensorflow" in sys.modules:
+        _done = True
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_silenced():
+        import keras  # noqa: F401  (imports tensorflow, its backend)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe prints its failure here
+    _done = True
