@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import signal
+import struct
 import sys
+import zlib
 from pathlib import Path
+
+from PIL import Image
 
 from defectscope.training.config import TrainConfig, resolve_config
 
@@ -42,3 +49,66 @@ def results_rows(run: Path, phase: str | None = None) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as handle:
         return [r for r in csv.DictReader(handle) if phase is None or r["phase"] == phase]
+
+
+# --- crafted image files ---
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its length and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def grey_png(width: int = 16, height: int = 8, ihdr: bytes | None = None, extra=()) -> bytes:
+    """A grey 8-bit PNG built chunk by chunk (``extra`` chunks go before the image data)."""
+    rows = b"".join(b"\0" + bytes(range(width)) for _ in range(height))
+    header = ihdr or png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    parts = [header, *extra, png_chunk(b"IDAT", zlib.compress(rows)), png_chunk(b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(parts)
+
+
+def pngs_pillow_accepts_and_tensorflow_refuses() -> dict[str, bytes]:
+    """Bit rot and malformed chunks that Pillow decodes but TensorFlow refuses."""
+    good = grey_png()
+    start = good.index(b"IDAT") - 4
+    crc_at = start + 8 + struct.unpack(">I", good[start : start + 4])[0]
+    bad_crc = good[:crc_at] + bytes([good[crc_at] ^ 1]) + good[crc_at + 1 :]
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 8, 8, 0, 0, 0, 0))
+    return {
+        "bad_idat_crc": bad_crc,
+        "unknown_critical_chunk": grey_png(extra=[png_chunk(b"ABCD", b"xx")]),
+        "missing_iend": good[: -len(png_chunk(b"IEND", b""))],
+        "two_ihdr": grey_png(extra=[header]),
+    }
+
+
+def jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A few hundred bytes of JPEG whose header claims ``width`` x ``height`` pixels."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buffer, "JPEG", quality=50)
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, start + 5, height, width)
+    return bytes(data)
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A small grey PNG whose header claims ``width`` x ``height`` (a decompression bomb)."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return grey_png(8, 8, ihdr=header)
+
+
+@contextlib.contextmanager
+def within(seconds: int):
+    """Fail (instead of hanging the test run) when the block takes longer than ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

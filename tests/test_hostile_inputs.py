@@ -15,6 +15,7 @@ from defectscope.cli.main import app
 from defectscope.data.tfrecord_writer import convert_dataset
 from defectscope.inference.classifier import load_model
 from defectscope.inference.model_files import ModelLoadError
+from tests.helpers import png_claiming_size
 
 runner = CliRunner()
 
@@ -58,10 +59,8 @@ def test_absurd_sizes(tmp_path: Path, tiny_run: Path) -> None:
 def test_bomb_gets_an_error_row_and_the_rest_is_predicted(
     synthetic_root, tiny_run, tmp_path
 ) -> None:
-    from tests.data.test_images import _png_claiming_size
-
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_claiming_size(60_000, 60_000))
+    bomb.write_bytes(png_claiming_size(60_000, 60_000))
     good = next((synthetic_root / "validation/images/crazing").glob("*.jpg"))
     results = load_model(tiny_run).predict([bomb, good])
     assert "decompression bomb" in results[0].error

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from defectscope.data.images import (
     decode_image_tensor,
     load_image_array,
 )
+from tests.helpers import png_claiming_size
 
 GREY = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # 48 x 64 ramp
 
@@ -98,21 +97,12 @@ def test_exif_orientation_is_applied() -> None:
     assert decoded(data).shape == (64, 48, 3)
 
 
-def _png_claiming_size(width: int, height: int) -> bytes:
-    """A small grey PNG whose header claims ``width`` x ``height`` (a decompression bomb)."""
-    data = bytearray(encode(Image.fromarray(GREY[:8, :8]), "PNG"))
-    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data[12:29] = chunk
-    data[29:33] = struct.pack(">I", zlib.crc32(chunk))
-    return bytes(data)
-
-
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"", "empty file"),
         (b"this is a text file, not an image", "not a readable image"),
-        (_png_claiming_size(100_000, 100_000), "decompression bomb"),
+        (png_claiming_size(100_000, 100_000), "decompression bomb"),
     ],
     ids=["empty", "text", "bomb"],
 )

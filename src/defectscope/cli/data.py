@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from defectscope.cli.console import warn
+from defectscope.cli.options import OverwriteOption
 from defectscope.core.tf_import import import_tensorflow_quietly
 
 
@@ -43,13 +44,16 @@ def convert(
     val_fraction: Annotated[
         float, typer.Option(help="Validation share for a folder-per-class dataset (no split).")
     ] = 0.2,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Validate a dataset and write sharded TFRecords plus manifest.json."""
     from defectscope.data.tfrecord_writer import convert_dataset
 
     started = time.perf_counter()
     import_tensorflow_quietly()
-    manifest = convert_dataset(data, out, shards, workers, val_fraction=val_fraction)
+    manifest = convert_dataset(
+        data, out, shards, workers, val_fraction=val_fraction, overwrite=overwrite
+    )
     _summarise_conversion(manifest, out, time.perf_counter() - started)
 
 

@@ -10,8 +10,33 @@ from typing import Annotated
 import typer
 
 from defectscope.cli.data import convert, inspect
+from defectscope.cli.options import OverwriteOption
 from defectscope.cli.predict import predict
 from defectscope.cli.train import train
+from defectscope.core.files import prepare_output_folder
+
+DEMO_ENTRIES = frozenset(
+    {
+        "dataset",
+        "tfrecords",
+        "run",
+        ".feature-cache",
+        "samples.png",
+        "inspect.json",
+        "predictions.csv",
+    }
+)
+
+
+def _clear_earlier_demo(out: Path, overwrite: bool) -> None:
+    """Remove what an earlier demo made in ``out``; refuse a folder holding anything else."""
+    prepare_output_folder(out, "demo outputs", lambda p: p.name in DEMO_ENTRIES, overwrite)
+    for name in DEMO_ENTRIES:
+        entry = out / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
 
 
 def demo(
@@ -21,12 +46,15 @@ def demo(
     per_class: Annotated[int, typer.Option(min=2, help="Training images per class.")] = 40,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 14,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic dataset and the run.")] = 0,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """The whole flow offline on a synthetic NEU-like dataset: convert, inspect, train, predict."""
+    """The whole flow offline on a synthetic NEU-like dataset: convert, inspect, train, predict.
+
+    A rerun replaces what an earlier demo made in --out and nothing else.
+    """
     from defectscope.data.synthetic import add_quirks, synthesize_dataset
 
-    if out.exists():
-        shutil.rmtree(out)
+    _clear_earlier_demo(out, overwrite)
     dataset, records, run = out / "dataset", out / "tfrecords", out / "run"
     typer.echo(f"[1/5] synthesising a NEU-like dataset in {dataset}")
     synthesize_dataset(dataset, per_class, max(2, per_class // 4), seed=seed)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from defectscope.cli.options import BatchSizeOption, DataOption, ModelOption
+from defectscope.cli.options import BatchSizeOption, DataOption, ModelOption, OverwriteOption
 from defectscope.core.tf_import import import_tensorflow_quietly
 
 
@@ -28,6 +28,7 @@ def evaluate(
     severities: Annotated[
         str, typer.Option(help="Corruption severities, e.g. 1-5 or 1,3.")
     ] = "1-5",
+    overwrite: OverwriteOption = False,
 ) -> None:
     """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
     from defectscope.evaluation.corruptions import parse_corruptions, parse_severities
@@ -36,7 +37,9 @@ def evaluate(
     names = parse_corruptions(corruptions) if corruptions else None
     levels = parse_severities(severities) if corruptions else None
     import_tensorflow_quietly()
-    metrics = run_evaluation(model, data, split, out, batch_size, localization, names, levels)
+    metrics = run_evaluation(
+        model, data, split, out, batch_size, localization, names, levels, overwrite=overwrite
+    )
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
         f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f} -> {out}/report.md"

@@ -14,3 +14,9 @@ DataOption = Annotated[Path, typer.Option("--data", help="Dataset root or TFReco
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
 ]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Write into --out even when it holds files this command did not make."
+    ),
+]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from defectscope.cli.console import Counter, plural, warn
-from defectscope.cli.options import BatchSizeOption, ModelOption
+from defectscope.cli.options import BatchSizeOption, ModelOption, OverwriteOption
 from defectscope.core.errors import ConfigError, NothingDoneError
 from defectscope.core.tf_import import import_tensorflow_quietly
 
@@ -39,6 +39,7 @@ def predict(
     explain: Annotated[
         Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Classify images, streaming; a bad file gets a row with its error and the rest go on."""
     from defectscope.inference.batch import check_output, predict_files
@@ -72,6 +73,7 @@ def predict(
             top_k=top_k,
             explain_dir=explain,
             on_prediction=show,
+            overwrite=overwrite,
         )
     finally:
         if progress is not None:

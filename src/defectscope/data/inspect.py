@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -13,11 +12,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from defectscope.core.atomic_io import atomic_path
+from defectscope.core.errors import FileError
+from defectscope.core.files import check_regular_file, file_sha256
 from defectscope.data.images import decode_image_tensor
-from defectscope.data.layout import DatasetIndex, Problem, discover_dataset
+from defectscope.data.layout import DatasetIndex, Problem, discover_dataset, worst_per_path
 from defectscope.data.pipeline import is_tfrecord_folder, read_manifest
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import ImageRecord, example_to_record
+from defectscope.data.tfrecord_writer import MANIFEST_NAME
 
 
 @dataclass
@@ -65,9 +67,11 @@ class DatasetReport:
             spread = ", ".join(f"{k}: {v}" for k, v in sorted(self.boxes_per_image.items()))
             lines.append(f"boxes: {self.num_boxes} in all; images by box count: {spread}")
         by_kind: dict[str, list[Problem]] = defaultdict(list)
-        for problem in self.problems:
+        shown = worst_per_path(self.problems)  # each file once, with its worst problem
+        for problem in shown:
             by_kind[problem.kind].append(problem)
-        lines.append(f"problems: {len(self.problems)}")
+        every = "" if len(shown) == len(self.problems) else f" ({len(self.problems)} in --json)"
+        lines.append(f"problems: {plural(len(shown), 'file')}{every}")
         for kind, items in sorted(by_kind.items()):
             lines.append(f"  {kind} ({items[0].severity}): {len(items)}")
             for problem in items[:max_problems_per_kind]:
@@ -77,23 +81,45 @@ class DatasetReport:
         return "\n".join(lines)
 
 
+def _recorded_problems(manifest: dict, folder: Path) -> list[Problem]:
+    problems = []
+    for values in manifest.get("problems", []):
+        try:
+            problems.append(Problem(**values))
+        except TypeError:
+            problems.append(
+                Problem(
+                    str(folder / MANIFEST_NAME), "bad_manifest", f"unreadable problem {values!r}"
+                )
+            )
+    return problems
+
+
+def _shard_problem(path: Path, shard: dict) -> Problem | None:
+    """Why a shard cannot be read as the manifest describes it (None when it can)."""
+    try:
+        check_regular_file(path, shard["num_bytes"], root=path.parent)
+    except FileError as err:
+        return Problem(str(path), "missing_shard", err.reason, "error")
+    if file_sha256(path) != shard["sha256"]:
+        return Problem(str(path), "corrupt_shard", "sha256 differs from the manifest", "error")
+    return None
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
 def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str, ImageRecord]]:
     import tensorflow as tf
 
     manifest = read_manifest(folder)
-    report.problems.extend(Problem(**p) for p in manifest.get("problems", []))
+    report.problems.extend(_recorded_problems(manifest, folder))
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
             path = folder / shard["file"]
-            if not path.is_file():
-                report.problems.append(
-                    Problem(str(path), "missing_shard", "listed but absent", "error")
-                )
-                continue
-            if hashlib.sha256(path.read_bytes()).hexdigest() != shard["sha256"]:
-                report.problems.append(
-                    Problem(str(path), "corrupt_shard", "sha256 differs from the manifest", "error")
-                )
+            if problem := _shard_problem(path, shard):
+                report.problems.append(problem)
                 continue
             for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
                 yield split, example_to_record(serialized)
@@ -102,7 +128,8 @@ def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str
 def _folder_records(index: DatasetIndex, report: DatasetReport, workers: int):
     report.problems.extend(index.problems)
     for split, samples in index.samples.items():
-        for _sample, record, problems in iter_records(samples, index.label_map(), workers):
+        loaded = iter_records(samples, index.label_map(), workers, root=index.root)
+        for _sample, record, problems in loaded:
             report.problems.extend(problems)
             if record is not None:
                 yield split, record

@@ -20,6 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from defectscope.core.errors import ConfigError, FileError
+from defectscope.core.files import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_XML_BYTES,
+    check_regular_file,
+)
 from defectscope.data.images import is_image_path
 
 LAYOUT_KAGGLE = "kaggle"
@@ -42,6 +47,20 @@ class Problem:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SEVERITY_RANK = {"error": 2, "warning": 1, "info": 0}
+
+
+def worst_per_path(problems: list[Problem]) -> list[Problem]:
+    """One problem per file, its worst (an unreadable image is not also "used without boxes");
+    in the order the files were first reported."""
+    worst: dict[str, Problem] = {}
+    for problem in problems:
+        kept = worst.get(problem.path)
+        if kept is None or SEVERITY_RANK[problem.severity] > SEVERITY_RANK[kept.severity]:
+            worst[problem.path] = problem
+    return list(worst.values())
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,15 @@ class DatasetIndex:
         return {name: index for index, name in enumerate(self.classes)}
 
 
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a symlink loop, say: not a folder (it is reported as a file)
+        return False
+
+
 def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in path.iterdir() if _is_folder(p) and not p.name.startswith("."))
 
 
 def _kaggle_split_dirs(root: Path) -> list[Path]:
@@ -84,19 +110,12 @@ def _kaggle_split_dirs(root: Path) -> list[Path]:
 
 
 def _has_class_folders(root: Path) -> bool:
-    return any(is_image_path(f) for d in _visible_dirs(root) for f in d.iterdir() if f.is_file())
-
-
-def _is_inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
+    return any(is_image_path(f) for d in _visible_dirs(root) for f in d.iterdir())
 
 
 def _walk_files(folder: Path) -> list[Path]:
-    """Every file below ``folder`` (symlinks included, not followed into directories), sorted."""
+    """Every entry below ``folder`` that is not a folder (files, symlinks, FIFOs, devices: each
+    is checked before it is read), sorted; symlinked folders are not followed."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
@@ -114,23 +133,26 @@ class _Scanner:
     def report(self, path: Path, kind: str, message: str, severity: str = "warning") -> None:
         self.problems.append(Problem(str(path), kind, message, severity))
 
+    def readable(self, path: Path, max_bytes: int) -> bool:
+        """Report a path that is not a regular file of bounded size inside the root (FIFO,
+        device, symlink loop or escape, too large); True for a file worth reading."""
+        try:
+            check_regular_file(path, max_bytes, self.root)
+        except FileError as err:
+            kind = "outside_root" if "leaves the folder" in err.reason else "unreadable_file"
+            self.report(path, kind, err.reason, "error")
+            return False
+        return True
+
     def usable_image(self, path: Path) -> bool:
-        """Report hidden, non-image and escaping files; True for a file worth decoding."""
+        """Report hidden, non-image and unreadable files; True for a file worth decoding."""
         if path.name.startswith("."):
             self.report(path, "hidden_file", "hidden file ignored", "error")
             return False
         if not is_image_path(path):
             self.report(path, "not_an_image", f"unsupported extension {path.suffix!r}", "error")
             return False
-        if not _is_inside(path, self.root):
-            self.report(
-                path,
-                "outside_root",
-                f"symlink to {path.resolve()} leaves the dataset root",
-                "error",
-            )
-            return False
-        return True
+        return self.readable(path, DEFAULT_MAX_IMAGE_BYTES)
 
     def class_images(self, class_dirs: list[Path]) -> dict[str, list[Path]]:
         images: dict[str, list[Path]] = {}
@@ -140,7 +162,7 @@ class _Scanner:
 
     def stray_files(self, folder: Path, what: str) -> None:
         for entry in sorted(folder.iterdir()):
-            if entry.is_file() and not entry.name.startswith("."):
+            if not _is_folder(entry) and not entry.name.startswith("."):
                 self.report(entry, "stray_file", f"file outside any {what} folder ignored", "error")
 
     def annotations(self, folder: Path) -> dict[str, Path]:
@@ -152,7 +174,7 @@ class _Scanner:
                 self.report(path, "hidden_file", "hidden file ignored", "error")
             elif path.suffix.lower() != ".xml":
                 self.report(path, "not_an_annotation", "not an .xml file; ignored", "error")
-            else:
+            elif self.readable(path, DEFAULT_MAX_XML_BYTES):
                 by_stem[path.stem] = path
         return by_stem
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from defectscope.core.errors import ConfigError, FileError
+from defectscope.core.files import check_regular_file, read_regular_file
 from defectscope.data.augment import AugmentConfig, augment_image
 from defectscope.data.images import (
     DEFAULT_MAX_PIXELS,
-    canonical_image,
     decode_image_tensor,
-    read_canonical_image,
+    decode_pixels,
+    read_pixels,
 )
 from defectscope.data.layout import Problem, discover_dataset
 from defectscope.data.records import iter_records
@@ -35,6 +36,7 @@ from defectscope.data.tfrecord_features import (
 from defectscope.data.tfrecord_writer import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # the manifest lists every problem of a dataset
 
 
 class DataSourceError(FileError):
@@ -71,7 +73,41 @@ def read_manifest(folder: str | Path) -> dict:
             f"no {MANIFEST_NAME}; the conversion is missing or was interrupted. "
             "Run `defectscope convert` again.",
         )
-    return json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(read_regular_file(manifest_path, MAX_MANIFEST_BYTES))
+    except ValueError as err:
+        raise DataSourceError(manifest_path, f"not a valid manifest ({err})") from None
+    _check_manifest(manifest, manifest_path)
+    return manifest
+
+
+def _is_shard_name(name) -> bool:
+    """A plain file name in the records folder: no folder part, not hidden, a .tfrecord."""
+    return (
+        isinstance(name, str)
+        and name == PurePosixPath(name).name == Path(name).name
+        and not name.startswith(".")
+        and name.endswith(".tfrecord")
+        and "\x00" not in name
+    )
+
+
+def _check_manifest(manifest, path: Path) -> None:
+    """The structure every reader relies on; shard files must be plain names in the folder."""
+    try:
+        classes, splits = manifest["classes"], manifest["splits"]
+        ok = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+        for split, info in splits.items():
+            ok = ok and isinstance(split, str) and isinstance(info["num_records"], int)
+            for shard in info["shards"]:
+                name = shard["file"]
+                if not _is_shard_name(name):
+                    raise DataSourceError(path, f"shard {name!r} is not a shard file name")
+                ok = ok and isinstance(shard["num_bytes"], int) and isinstance(shard["sha256"], str)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DataSourceError(path, f"not a valid manifest (missing or bad {err})") from None
+    if not ok:
+        raise DataSourceError(path, "not a valid manifest (classes, splits or shards malformed)")
 
 
 def _tfrecord_source(folder: Path, split: str) -> DataSource:
@@ -84,8 +120,9 @@ def _tfrecord_source(folder: Path, split: str) -> DataSource:
     files = []
     for shard in info["shards"]:
         shard_path = folder / shard["file"]
-        if not shard_path.is_file() or shard_path.stat().st_size != shard["num_bytes"]:
-            raise DataSourceError(shard_path, "missing or not the size the manifest records")
+        size = check_regular_file(shard_path, shard["num_bytes"], root=folder)
+        if size != shard["num_bytes"]:
+            raise DataSourceError(shard_path, "not the size the manifest records")
         files.append(str(shard_path))
     return DataSource(
         folder, "tfrecord", split, tuple(manifest["classes"]), info["num_records"], tuple(files)
@@ -98,7 +135,8 @@ def _folder_source(root: Path, split: str, val_fraction: float, workers: int) ->
         raise DataSourceError(root, f"no split {split!r}; found {index.splits}")
     label_map = index.label_map()
     kept, problems = [], list(index.problems)
-    for sample, record, sample_problems in iter_records(index.samples[split], label_map, workers):
+    loaded = iter_records(index.samples[split], label_map, workers, root=index.root)
+    for sample, record, sample_problems in loaded:
         problems.extend(sample_problems)
         if record is not None:
             kept.append(sample)
@@ -128,10 +166,6 @@ def open_source(
     return _folder_source(path, split, val_fraction, workers)
 
 
-def _read_canonical_bytes(path):
-    return read_canonical_image(path.numpy().decode("utf-8"), DEFAULT_MAX_PIXELS).encoded
-
-
 @dataclass(frozen=True)
 class InputShard:
     """The part of a split one worker reads: ``file`` (whole shard files, when there are at
@@ -156,63 +190,99 @@ class InputShard:
         return sum(s["num_records"] for s in shards[self.index :: self.count])
 
 
-def _encoded_dataset(source: DataSource, shuffle: bool, seed: int | None, shard: InputShard):
-    """Elements ``(encoded bytes, label, source_id)`` in the order of the source."""
+def _tfrecord_items(source: DataSource, shuffle: bool, seed: int | None, shard: InputShard):
+    """Elements ``(encoded bytes, label, source_id)`` of TFRecord shards."""
     import tensorflow as tf
 
-    autotune = tf.data.AUTOTUNE
     level = shard.level(source)
+    files = tf.data.Dataset.from_tensor_slices(list(source.files))
+    if level == "file":
+        files = files.shard(shard.count, shard.index)
+    if shuffle:
+        files = files.shuffle(len(source.files), seed=seed)
+    records = files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(source.files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+    def from_example(serialized):
+        parsed = parse_example(serialized)
+        label = tf.cast(parsed[IMAGE_CLASS_LABEL], tf.int32)
+        return parsed[IMAGE_ENCODED], label, parsed[IMAGE_SOURCE_ID]
+
+    if level == "data":
+        records = records.shard(shard.count, shard.index)
+    return records.map(from_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _file_pixels(image_size: int):
+    """A py_function body: a file path -> its pixels, decoded as :func:`decode_pixels` does."""
+
+    def read(path):
+        return read_pixels(path.numpy().decode("utf-8", "surrogateescape"), image_size)
+
+    return read
+
+
+def _items(source: DataSource, shuffle: bool, seed: int | None, shard: InputShard):
+    """Elements ``(encoded bytes or file path, label, source_id)`` in the source's order."""
+    import tensorflow as tf
+
     if source.kind == "tfrecord":
-        files = tf.data.Dataset.from_tensor_slices(list(source.files))
-        if level == "file":
-            files = files.shard(shard.count, shard.index)
-        if shuffle:
-            files = files.shuffle(len(source.files), seed=seed)
-        records = files.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(source.files), 4),
-            num_parallel_calls=autotune,
-            deterministic=True,
-        )
-
-        def from_example(serialized):
-            parsed = parse_example(serialized)
-            label = tf.cast(parsed[IMAGE_CLASS_LABEL], tf.int32)
-            return parsed[IMAGE_ENCODED], label, parsed[IMAGE_SOURCE_ID]
-
-        if level == "data":
-            records = records.shard(shard.count, shard.index)
-        return records.map(from_example, num_parallel_calls=autotune)
-
+        return _tfrecord_items(source, shuffle, seed, shard)
     slices = (list(source.files), list(source.labels), list(source.source_ids))
     items = tf.data.Dataset.from_tensor_slices(slices)
-    if level == "data":
+    if shard.level(source) == "data":
         items = items.shard(shard.count, shard.index)
+    return items
 
-    def from_file(path, label, source_id):
-        encoded = tf.py_function(_read_canonical_bytes, [path], tf.string)
-        encoded.set_shape([])
-        return encoded, label, source_id
 
-    return items.map(from_file, num_parallel_calls=autotune)
+def resize_for_model(pixels, image_size: int):
+    """uint8 pixels -> float32 ``(image_size, image_size, 3)`` in [0, 255] (antialiased)."""
+    import tensorflow as tf
+
+    image = tf.image.resize(tf.cast(pixels, tf.float32), [image_size, image_size], antialias=True)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def preprocess_encoded(encoded, image_size: int):
     """Canonical bytes -> float32 ``(image_size, image_size, 3)`` in [0, 255]. Shared by all."""
+    return resize_for_model(decode_image_tensor(encoded, image_size), image_size)
+
+
+def _decoder(source: DataSource, image_size: int):
+    """The map from items to ``(image, label, source_id)``: in the graph for TFRecords, through
+    a py_function that reads, validates and decodes each file for folders."""
     import tensorflow as tf
 
-    image = tf.cast(decode_image_tensor(encoded), tf.float32)
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    return tf.ensure_shape(image, [image_size, image_size, 3])
+    if source.kind == "tfrecord":
+        return lambda encoded, label, source_id: (
+            preprocess_encoded(encoded, image_size),
+            label,
+            source_id,
+        )
+    read = _file_pixels(image_size)
+
+    def from_file(path, label, source_id):
+        pixels = tf.py_function(read, [path], tf.uint8)
+        pixels.set_shape([None, None, 3])
+        return resize_for_model(pixels, image_size), label, source_id
+
+    return from_file
 
 
-def prepare_image_bytes(data: bytes, image_size: int, name: str = "<bytes>") -> np.ndarray:
+def prepare_image_bytes(
+    data: bytes, image_size: int, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Encoded image bytes -> the float32 ``(size, size, 3)`` array the model sees.
 
-    The same validation and decode as a TFRecord or a folder; raises ``ImageDecodeError``.
+    The same validation and decode as a TFRecord or a folder; a large JPEG is checked and
+    decoded at a reduced scale. Raises ``ImageDecodeError``.
     """
-    encoded = canonical_image(data, name=name).encoded
-    return preprocess_encoded(encoded, image_size).numpy()
+    pixels = decode_pixels(data, name, image_size, max_pixels)
+    return resize_for_model(pixels, image_size).numpy()
 
 
 def create_dataset(
@@ -245,14 +315,10 @@ def create_dataset(
         raise DataSourceError(source.path, f"split {source.split!r} holds no usable image")
     autotune = tf.data.AUTOTUNE
     num_examples = shard.num_examples(source)
-    dataset = _encoded_dataset(source, shuffle=training, seed=seed, shard=shard)
+    dataset = _items(source, shuffle=training, seed=seed, shard=shard)
     if training:
         dataset = dataset.shuffle(min(shuffle_buffer, max(num_examples, 1)), seed=seed)
-
-    def decode(encoded, label, source_id):
-        return preprocess_encoded(encoded, image_size), label, source_id
-
-    dataset = dataset.map(decode, num_parallel_calls=autotune)
+    dataset = dataset.map(_decoder(source, image_size), num_parallel_calls=autotune)
     if training:
         config = augment or AugmentConfig()
         noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from defectscope.core.errors import ConfigError
 from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_canonical_image
@@ -17,7 +18,10 @@ def _boxes(
     annotation: VocAnnotation, sample: Sample, width: int, height: int, label_map: dict[str, int]
 ) -> tuple[tuple[BoxRecord, ...], list[Problem]]:
     path = str(sample.annotation_path)
-    problems = [Problem(path, "bad_object", note) for note in annotation.warnings]
+    problems = [
+        Problem(path, "bad_size" if note.startswith("<size>") else "bad_object", note)
+        for note in annotation.warnings
+    ]
     if annotation.filename and annotation.filename != sample.image_path.name:
         problems.append(
             Problem(
@@ -67,18 +71,22 @@ def _boxes(
 
 
 def load_record(
-    sample: Sample, label_map: dict[str, int], max_pixels: int = DEFAULT_MAX_PIXELS
+    sample: Sample,
+    label_map: dict[str, int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    root: Path | None = None,
 ) -> tuple[ImageRecord | None, list[Problem]]:
-    """Decode one sample's image and annotation. ``None`` when the image is unusable."""
+    """Decode one sample's image and annotation (files held inside ``root``). ``None`` when the
+    image is unusable."""
     try:
-        image = read_canonical_image(sample.image_path, max_pixels=max_pixels)
+        image = read_canonical_image(sample.image_path, max_pixels=max_pixels, root=root)
     except ImageDecodeError as err:
         return None, [Problem(str(sample.image_path), "unreadable_image", err.reason, "error")]
     boxes: tuple[BoxRecord, ...] = ()
     problems: list[Problem] = []
     if sample.annotation_path is not None:
         try:
-            annotation = read_voc(sample.annotation_path)
+            annotation = read_voc(sample.annotation_path, root)
         except VocError as err:
             problems.append(
                 Problem(
@@ -108,13 +116,14 @@ def iter_records(
     label_map: dict[str, int],
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    root: Path | None = None,
 ) -> Iterator[tuple[Sample, ImageRecord | None, list[Problem]]]:
     """Load samples in order, ``workers`` at a time (Pillow decodes outside the GIL)."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers!r}")
 
     def load(sample: Sample) -> tuple[Sample, ImageRecord | None, list[Problem]]:
-        return (sample, *load_record(sample, label_map, max_pixels))
+        return (sample, *load_record(sample, label_map, max_pixels, root))
 
     if workers == 1:
         yield from map(load, samples)

@@ -7,7 +7,6 @@ only hidden temporaries, which the next run deletes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
@@ -17,8 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from defectscope.core.atomic_io import atomic_path, atomic_write_json, remove_stale_temporaries
+from defectscope.core.atomic_io import (
+    TEMP_MARKER,
+    atomic_path,
+    atomic_write_json,
+    remove_stale_temporaries,
+)
 from defectscope.core.errors import ConfigError, NothingDoneError
+from defectscope.core.files import check_outside, file_sha256, prepare_output_folder
 from defectscope.core.version import __version__
 from defectscope.data.images import DEFAULT_MAX_PIXELS
 from defectscope.data.layout import DatasetIndex, Problem, discover_dataset
@@ -34,16 +39,14 @@ class ConversionError(NothingDoneError):
     """Nothing usable could be converted."""
 
 
+def is_conversion_file(path: Path) -> bool:
+    """A file ``convert`` writes: shards, the manifest, temporaries of a killed run."""
+    name = path.name
+    return name == MANIFEST_NAME or name.endswith(".tfrecord") or TEMP_MARKER in name
+
+
 def shard_filename(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_split(
@@ -68,7 +71,7 @@ def _write_split(
     with ExitStack() as stack:
         temps = [stack.enter_context(atomic_path(out_dir / name)) for name in names]
         writers = [stack.enter_context(tf.io.TFRecordWriter(str(t))) for t in temps]
-        loaded = iter_records(samples, index.label_map(), workers, max_pixels)
+        loaded = iter_records(samples, index.label_map(), workers, max_pixels, index.root)
         for _, record, sample_problems in tqdm(
             loaded, total=len(samples), desc=f"convert {split}", unit="img", disable=None
         ):
@@ -95,7 +98,7 @@ def _write_split(
                 "file": name,
                 "num_records": n,
                 "num_bytes": (out_dir / name).stat().st_size,
-                "sha256": _sha256(out_dir / name),
+                "sha256": file_sha256(out_dir / name),
             }
             for name, n in zip(names, records_per_shard, strict=True)
         ],
@@ -109,18 +112,21 @@ def convert_dataset(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     val_fraction: float = 0.2,
+    overwrite: bool = False,
 ) -> dict:
     """Convert a dataset root to ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord`` + manifest.
 
-    Returns the manifest. Raises :class:`DatasetLayoutError` when no layout is recognised and
-    :class:`ConversionError` when not a single image could be converted.
+    ``out_dir`` may hold an earlier conversion (replaced); other files are refused unless
+    ``overwrite``, and it may not lie inside the dataset. Returns the manifest. Raises
+    :class:`DatasetLayoutError` when no layout is recognised and :class:`ConversionError` when
+    not a single image could be converted.
     """
     if num_shards < 1:
         raise ConfigError(f"num_shards must be >= 1, got {num_shards!r}")
     workers = workers or os.cpu_count() or 1
     index = discover_dataset(data_root, val_fraction=val_fraction)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outside(Path(out_dir), Path(data_root), "--out", "the dataset (--data)")
+    out = prepare_output_folder(out_dir, "TFRecord shards", is_conversion_file, overwrite)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     remove_stale_temporaries(out)
     problems = list(index.problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -10,8 +11,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from defectscope.core.errors import FileError
+from defectscope.core.files import DEFAULT_MAX_XML_BYTES, read_regular_file
 
-MAX_XML_BYTES = 1_000_000  # a VOC file is a few hundred bytes; refuse anything absurd
+MAX_XML_BYTES = DEFAULT_MAX_XML_BYTES  # a VOC file is a few hundred bytes; refuse anything absurd
 
 
 class VocError(FileError):
@@ -55,9 +57,12 @@ def _number(node: Element, tag: str, where: str) -> float:
     if value is None:
         raise VocError(where, f"missing <{tag}>")
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise VocError(where, f"<{tag}> is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise VocError(where, f"<{tag}> is not a finite number: {value!r}")
+    return number
 
 
 def _flag(node: Element, tag: str) -> bool:
@@ -84,6 +89,21 @@ def _parse_object(node: Element, index: int, name_of_file: str) -> VocObject:
     )
 
 
+def _size(node: Element | None, name: str) -> tuple[tuple[int, int, int], list[str]]:
+    """``<size>`` as whole numbers; a missing or bad one is (0, 0, 0) and a note (the image's
+    own size is used)."""
+    if node is None:
+        return (0, 0, 0), []
+    try:
+        values = [_number(node, tag, name) for tag in ("width", "height")]
+        values.append(_number(node, "depth", name) if node.find("depth") is not None else 0.0)
+    except VocError as err:
+        return (0, 0, 0), [f"<size> ignored: {err.reason}"]
+    if any(v < 0 or v > 1e9 for v in values):
+        return (0, 0, 0), [f"<size> ignored: {values} out of range"]
+    return (int(values[0]), int(values[1]), int(values[2])), []
+
+
 def parse_voc(data: bytes | str, name: str = "<xml>") -> VocAnnotation:
     """Parse VOC XML text. Objects that cannot be read are dropped with a warning.
 
@@ -102,14 +122,8 @@ def parse_voc(data: bytes | str, name: str = "<xml>") -> VocAnnotation:
         raise VocError(name, f"not well-formed XML ({err})") from None
     if root.tag != "annotation":
         raise VocError(name, f"root element is <{root.tag}>, expected <annotation>")
-    size = root.find("size")
-    width = height = depth = 0
-    if size is not None:
-        width = int(_number(size, "width", name))
-        height = int(_number(size, "height", name))
-        depth = int(float(_text(size, "depth", "0") or 0))
+    (width, height, depth), notes = _size(root.find("size"), name)
     objects: list[VocObject] = []
-    notes: list[str] = []
     for index, node in enumerate(root.findall("object")):
         try:
             objects.append(_parse_object(node, index, name))
@@ -125,13 +139,13 @@ def parse_voc(data: bytes | str, name: str = "<xml>") -> VocAnnotation:
     )
 
 
-def read_voc(path: str | Path) -> VocAnnotation:
-    """Read and parse one VOC file; raises :class:`VocError` naming the file."""
-    path = Path(path)
+def read_voc(path: str | Path, root: Path | None = None) -> VocAnnotation:
+    """Read (a regular file, bounded, inside ``root``) and parse one VOC file; raises
+    :class:`VocError` naming the file."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise VocError(path, f"cannot read ({err.strerror or err})") from None
+        data = read_regular_file(path, MAX_XML_BYTES, root)
+    except FileError as err:
+        raise VocError(err.path, err.reason) from None
     return parse_voc(data, name=str(path))
 
 

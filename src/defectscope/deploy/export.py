@@ -21,7 +21,8 @@ import numpy as np
 import yaml
 
 from defectscope.core.atomic_io import atomic_write_json
-from defectscope.core.errors import ConfigError, DefectscopeError, RunFolderError
+from defectscope.core.errors import ConfigError, DefectscopeError
+from defectscope.core.files import prepare_output_folder
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import create_dataset
 from defectscope.inference.backends import BACKENDS, KerasBackend
@@ -179,15 +180,8 @@ def is_export_folder(folder: Path) -> bool:
 
 def check_export_folder(folder: Path, overwrite: bool = False) -> None:
     """Refuse, before any work, to replace a folder that holds something else than an export."""
-    if not folder.exists() or overwrite:
-        return
-    if not folder.is_dir():
-        raise RunFolderError(f"{folder}: exists and is not a folder; choose another --out")
-    if any(folder.iterdir()) and not is_export_folder(folder):
-        raise RunFolderError(
-            f"{folder}: not empty and not an earlier export; its files would be replaced. "
-            "Choose another --out, or pass --overwrite"
-        )
+    if not is_export_folder(folder):
+        prepare_output_folder(folder, "an earlier export", overwrite=overwrite)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from defectscope.core.atomic_io import atomic_write_json
 from defectscope.core.errors import ConfigError
+from defectscope.core.files import prepare_output_folder
 from defectscope.data.pipeline import DataSource, open_source
 from defectscope.evaluation.corruptions import SEVERITIES, robustness
 from defectscope.evaluation.localization import pointing_game
 from defectscope.evaluation.metrics import predict_source
-from defectscope.evaluation.report import plot_robustness, write_evaluation
+from defectscope.evaluation.report import is_evaluation_file, plot_robustness, write_evaluation
 from defectscope.inference.classifier import Classifier, load_model
 
 
@@ -28,19 +29,21 @@ def evaluate(
     corruptions: list[str] | None = None,
     severities: list[int] | None = None,
     title: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a run folder, ``.keras`` file, export or loaded classifier; returns the metrics.
 
     ``data`` is a dataset root, a TFRecord folder or an opened :class:`DataSource` (whose own
-    split is used).
+    split is used). ``out`` may hold earlier evaluation files; other files are refused unless
+    ``overwrite``.
     """
+    out = prepare_output_folder(out, "evaluation files", is_evaluation_file, overwrite)
     classifier = model if isinstance(model, Classifier) else load_model(model)
     source = data if isinstance(data, DataSource) else open_source(data, split)
     if list(source.classes) != classifier.classes:
         raise ClassMismatchError(
             f"data classes {list(source.classes)} differ from the model's {classifier.classes}"
         )
-    out = Path(out)
     result = predict_source(classifier.predict_arrays, source, classifier.image_size, batch_size)
     title = title or f"{classifier.path} on {source.path} ({source.split})"
     metrics = write_evaluation(result, out, title)

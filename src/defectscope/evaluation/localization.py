@@ -28,7 +28,8 @@ def boxes_by_source_id(source: DataSource) -> dict[str, list[Box]]:
             found[record.source_id] = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes]
         return found
     index = discover_dataset(Path(source.path))
-    for _, record, _ in iter_records(index.samples.get(source.split, []), index.label_map()):
+    samples = index.samples.get(source.split, [])
+    for _, record, _ in iter_records(samples, index.label_map(), root=index.root):
         if record is not None:
             found[record.source_id] = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes]
     return found

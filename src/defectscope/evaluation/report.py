@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_path, atomic_write_json, atomic_write_text
+from defectscope.core.spreadsheet import safe_cell
 from defectscope.evaluation.metrics import EvaluationResult, compute_metrics, misclassified_rows
 
 
@@ -104,6 +105,24 @@ def markdown_report(metrics: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+EVALUATION_FILES = frozenset(
+    {
+        "metrics.json",
+        "confusion_matrix.png",
+        "report.md",
+        "misclassified.csv",
+        "misclassified.png",
+        "robustness.json",
+        "robustness.png",
+    }
+)
+
+
+def is_evaluation_file(path: Path) -> bool:
+    """A file an evaluation writes (or the temporary of one)."""
+    return path.name in EVALUATION_FILES or (path.name.startswith(".") and ".tmp-" in path.name)
+
+
 def write_evaluation(
     result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation"
 ) -> dict:
@@ -120,7 +139,7 @@ def write_evaluation(
     columns = ["source_id", "true", "predicted", "confidence", "true_probability"]
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: safe_cell(value) for key, value in row.items()} for row in rows)
     atomic_write_text(out / "misclassified.csv", buffer.getvalue())
     plot_misclassified(result, rows, out / "misclassified.png")
     atomic_write_text(out / "report.md", markdown_report(metrics, title))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.core.errors import ConfigError, RunFolderError
+from defectscope.core.files import prepare_output_folder
 from defectscope.inference.classifier import Classifier, Prediction, PredictionBatch
 from defectscope.inference.explain import overlay_png
 from defectscope.inference.sources import Shard, stream_sources
@@ -51,21 +52,25 @@ def check_output(out: Path | None, resume: bool) -> None:
         if resume:
             raise ConfigError("resume needs an output file (the results it continues)")
         return
-    if out.suffix not in FORMATS:
-        raise ConfigError(f"output must end in one of {', '.join(FORMATS)}, got {str(out)!r}")
     if out.is_dir():
         raise RunFolderError(f"{out}: is a folder; give a file name such as {out / 'results.csv'}")
+    if out.suffix not in FORMATS:
+        raise ConfigError(f"output must end in one of {', '.join(FORMATS)}, got {str(out)!r}")
     if out.parent.exists() and not out.parent.is_dir():
         raise RunFolderError(f"{out.parent}: not a folder, so {out.name} cannot be written there")
+
+
+def _is_heatmap(path: Path) -> bool:
+    return path.name.endswith("_gradcam.png") or ".tmp-" in path.name
 
 
 class _HeatmapWriter:
     """``<stem>_gradcam.png`` overlays of the predicted images, one name per image."""
 
-    def __init__(self, classifier: Classifier, folder: Path) -> None:
+    def __init__(self, classifier: Classifier, folder: Path, overwrite: bool) -> None:
         self.classifier, self.folder = classifier, folder
         self.used: set[str] = set()
-        folder.mkdir(parents=True, exist_ok=True)
+        prepare_output_folder(folder, "heatmaps", _is_heatmap, overwrite)
 
     def write(self, batch: PredictionBatch) -> int:
         if not len(batch.images):
@@ -92,6 +97,7 @@ def predict_files(
     top_k: int = 3,
     explain_dir: str | Path | None = None,
     on_prediction: Callable[[Prediction], None] | None = None,
+    overwrite: bool = False,
 ) -> JobSummary:
     """Predict files, folders (recursive), globs and listed paths, in input order.
 
@@ -106,7 +112,7 @@ def predict_files(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
     writer = PredictionWriter(out) if out is not None else None
-    heatmaps = _HeatmapWriter(classifier, Path(explain_dir)) if explain_dir else None
+    heatmaps = _HeatmapWriter(classifier, Path(explain_dir), overwrite) if explain_dir else None
     summary = JobSummary(out=out)
     items = stream_sources(sources, paths_from, shard)
     if writer is not None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.errors import ConfigError
-from defectscope.data.images import ImageDecodeError, read_canonical_image
-from defectscope.data.pipeline import prepare_image_bytes, preprocess_encoded
+from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_pixels
+from defectscope.data.pipeline import prepare_image_bytes, resize_for_model
 from defectscope.inference.backends import Backend, open_backend
 from defectscope.inference.explain import GradCam, keras_model_for
 from defectscope.inference.model_files import ModelLoadError, locate_model, read_metadata
@@ -102,9 +102,11 @@ class Classifier:
             )
         return results
 
-    def prepare_bytes(self, data: bytes, name: str = "upload") -> np.ndarray:
+    def prepare_bytes(
+        self, data: bytes, name: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> np.ndarray:
         """Encoded bytes -> the ``(S, S, 3)`` float image this model takes."""
-        return prepare_image_bytes(data, self.image_size, name)
+        return prepare_image_bytes(data, self.image_size, name, max_pixels)
 
     def predict_bytes(self, data: bytes, name: str = "upload", top_k: int = 3) -> Prediction:
         """Predict one encoded image; an unreadable one gives a Prediction with ``error``."""
@@ -158,15 +160,22 @@ class Classifier:
         return self._gradcam.heatmaps(images, class_indices)[0]
 
 
-def _read_for_prediction(path, error):
-    """Canonical bytes of one file, or ``b""`` and the reason it cannot be read."""
-    if error.numpy():
-        return b"", error.numpy()
-    name = path.numpy().decode("utf-8", "surrogateescape")
-    try:
-        return read_canonical_image(name).encoded, b""
-    except ImageDecodeError as err:
-        return b"", err.reason.encode("utf-8")
+def _pixel_reader(image_size: int):
+    """A py_function body: ``(path, error)`` -> the file's pixels and ``b""``, or empty pixels
+    and the reason it cannot be predicted. Validation and decode are one step, so whatever
+    is accepted here is what the model sees."""
+    empty = np.zeros((0, 0, 3), np.uint8)
+
+    def read(path, error):
+        if error.numpy():
+            return empty, error.numpy()
+        name = path.numpy().decode("utf-8", "surrogateescape")
+        try:
+            return read_pixels(name, image_size), b""
+        except ImageDecodeError as err:
+            return empty, err.reason.encode("utf-8")
+
+    return read
 
 
 def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size: int):
@@ -190,23 +199,19 @@ def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size
 
     spec = tf.TensorSpec([], tf.string)
     dataset = tf.data.Dataset.from_generator(items, output_signature=(spec, spec))
+    read = _pixel_reader(image_size)
 
-    def read(path, error):
-        encoded, reason = tf.py_function(_read_for_prediction, [path, error], [tf.string] * 2)
-        encoded.set_shape([])
+    def prepare(path, error):
+        pixels, reason = tf.py_function(read, [path, error], [tf.uint8, tf.string])
+        pixels.set_shape([None, None, 3])
         reason.set_shape([])
-        return path, encoded, reason
-
-    def decode(path, encoded, reason):
         blank = tf.zeros([image_size, image_size, 3], tf.float32)
         image = tf.cond(
-            tf.equal(reason, b""), lambda: preprocess_encoded(encoded, image_size), lambda: blank
+            tf.equal(reason, b""), lambda: resize_for_model(pixels, image_size), lambda: blank
         )
         return path, image, reason
 
-    autotune = tf.data.AUTOTUNE
-    dataset = dataset.map(read, num_parallel_calls=autotune, deterministic=True)
-    dataset = dataset.map(decode, num_parallel_calls=autotune, deterministic=True)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for names, images, errors in dataset.batch(batch_size).prefetch(2):
         yield (
             [n.decode("utf-8", "surrogateescape") for n in names.numpy()],

@@ -15,10 +15,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectscope.core.errors import ConfigError
+from defectscope.core.errors import ConfigError, FileError
 from defectscope.data.images import is_image_path
 
 SourceItem = Path | tuple[str, str]  # an image path, or (source, error) for a source that failed
+MAX_PATH_LINE = 4096  # characters in one line of a list of paths
 
 
 @dataclass(frozen=True)
@@ -46,29 +47,76 @@ class Shard:
         return self.count == 1 or zlib.crc32(path.encode("utf-8")) % self.count == self.index
 
 
-def walk_images(folder: Path) -> Iterator[Path]:
-    """Image files under ``folder`` in sorted-path order, one directory listing at a time."""
+def _is_dir(path: str | os.DirEntry) -> bool:
     try:
+        return path.is_dir() if isinstance(path, os.DirEntry) else os.path.isdir(path)
+    except OSError:  # a symlink loop: not a folder; reading it reports the loop
+        return False
+
+
+def walk_images(folder: Path, _walked: set | None = None) -> Iterator[SourceItem]:
+    """Image files under ``folder`` in sorted-path order, one directory listing at a time.
+
+    Symlinked folders are followed, but no folder is walked twice: a folder reached again
+    (a symlink loop) gives one error item instead of its images again. Entries named like
+    images are yielded whatever they are (FIFO, device, broken link): reading them reports it.
+    """
+    walked = set() if _walked is None else _walked
+    try:
+        info = os.stat(folder)
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError:
+    except OSError as err:
+        yield (str(folder), f"cannot list the folder ({err.strerror or err})")
         return
+    if (info.st_dev, info.st_ino) in walked:
+        yield (str(folder), "a folder already walked (symlink loop); skipped")
+        return
+    walked.add((info.st_dev, info.st_ino))
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
-            yield from walk_images(Path(entry.path))
-        elif entry.is_file() and is_image_path(entry.name):
+        if _is_dir(entry):
+            yield from walk_images(Path(entry.path), walked)
+        elif is_image_path(entry.name):
             yield Path(entry.path)
 
 
+def _glob_images(pattern: str) -> Iterator[Path]:
+    """Files matching ``pattern`` (``**`` recursive), each file once however it is reached."""
+    seen: set = set()
+    for match in sorted(glob.glob(pattern, recursive=True)):
+        if _is_dir(match):
+            continue
+        try:
+            info = os.stat(match)
+            key = (info.st_dev, info.st_ino)
+        except OSError:
+            key = match  # a loop or broken link: reading it reports why
+        if key not in seen:
+            seen.add(key)
+            yield Path(match)
+
+
 def read_path_list(list_file: str | Path) -> Iterator[str]:
-    """Paths of a text file, one per line (blank lines and ``#`` comments skipped); ``-``: stdin."""
-    handle = sys.stdin if str(list_file) == "-" else open(list_file, encoding="utf-8")  # noqa: SIM115
+    """Paths of a text file, one per line (blank lines and ``#`` comments skipped); ``-``: stdin.
+
+    A pipe works (``--paths-from <(find ...)``); a line longer than :data:`MAX_PATH_LINE`
+    characters (a binary file, ``/dev/zero``) ends the list with an error instead of filling
+    the memory.
+    """
     try:
-        for line in iter(handle.readline, ""):  # readline: iterating some stdin wrappers ends
-            text = line.strip()  # in EOFError instead of StopIteration
+        handle = sys.stdin if str(list_file) == "-" else open(list_file, encoding="utf-8")  # noqa: SIM115
+    except OSError as err:
+        raise FileError(list_file, f"cannot read the list ({err.strerror or err})") from None
+    try:
+        while line := handle.readline(MAX_PATH_LINE + 1):  # some stdin wrappers end in EOFError
+            if len(line) > MAX_PATH_LINE and not line.endswith("\n"):  # when iterated
+                raise FileError(list_file, f"a line longer than {MAX_PATH_LINE} characters")
+            text = line.strip()
             if text and not text.startswith("#"):
                 yield text
+    except UnicodeDecodeError as err:
+        raise FileError(list_file, f"not a UTF-8 text list of paths ({err.reason})") from None
     finally:
         if handle is not sys.stdin:
             handle.close()
@@ -78,21 +126,22 @@ def expand_sources(sources: Iterable[str | Path]) -> Iterator[SourceItem]:
     """Image files of files, folders (recursive) and globs; ``(source, error)`` for a miss."""
     for source in sources:
         text = str(source)
-        path = Path(text)
-        if path.is_file():
-            yield path
-        elif path.is_dir():
+        if _is_dir(text):
             found = False
-            for image in walk_images(path):
+            for item in walk_images(Path(text)):
                 found = True
-                yield image
+                yield item
             if not found:
                 yield (text, "folder holds no image file")
+        elif os.path.lexists(text):
+            yield Path(text)  # a file, or something that reading will report (FIFO, loop)
         elif any(ch in text for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
+            matched = False
+            for match in _glob_images(text):
+                matched = True
+                yield match
+            if not matched:
                 yield (text, "pattern matches no file")
-            yield from matches
         else:
             yield (text, "no such file or folder")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError, DefectscopeError
+from defectscope.core.spreadsheet import safe_row
 from defectscope.inference.classifier import Prediction
 from defectscope.inference.sources import SourceItem
 
@@ -149,7 +150,7 @@ def _write_csv(rows: Iterator[dict], target: Path) -> None:
         for row in rows:
             top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in row["top_k"])
             confidence = "" if row["error"] else f"{row['confidence']:.6f}"
-            writer.writerow([row["path"], row["label"], confidence, top, row["error"]])
+            writer.writerow(safe_row([row["path"], row["label"], confidence, top, row["error"]]))
 
 
 def _write_parquet(rows: Iterator[dict], target: Path, group_rows: int = 10_000) -> None:
