@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from defectscope.cli.options import ModelOption
+from defectscope.cli.console import warn
+from defectscope.cli.options import ModelOption, OverwriteOption
 from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 
@@ -26,9 +28,7 @@ def export(
     calibration_images: Annotated[
         int, typer.Option(min=8, help="Training images that calibrate an int8 export.")
     ] = 400,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace --out even when it holds other files than an export.")
-    ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Export for CPU inference, with metadata.json and a parity check on the validation split."""
     from defectscope.deploy.export import export_model
@@ -75,20 +75,89 @@ def benchmark(
         typer.echo(f"results: {json_out}")
 
 
+def _api_key(api_key_file: Path | None) -> str | None:
+    """The key from --api-key-file, else from DEFECTSCOPE_API_KEY, else none."""
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"--api-key-file {str(api_key_file)!r}: {err.strerror}") from None
+        if not key:
+            raise ConfigError(f"--api-key-file {str(api_key_file)!r} is empty")
+        return key
+    return os.environ.get("DEFECTSCOPE_API_KEY") or None
+
+
+def _allowed_hosts(host: str, given: list[str]) -> list[str]:
+    """--allowed-host values; by default the local names, or any host when listening on all
+    interfaces (then a warning says how to restrict it)."""
+    if given:
+        return given
+    if host in ("0.0.0.0", "::", ""):
+        warn(
+            "listening on every interface and accepting any Host header; "
+            "restrict it with --allowed-host NAME (DNS rebinding)"
+        )
+        return ["*"]
+    return sorted({host, "127.0.0.1", "localhost", "::1", "[::1]"})
+
+
 def serve(
     model: ModelOption,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 10.0,
+    max_megapixels: Annotated[
+        float, typer.Option(help="Largest accepted image, in millions of pixels.")
+    ] = 32.0,
+    max_waiting: Annotated[
+        int, typer.Option(min=1, help="Requests that may wait for the model before 503.")
+    ] = 64,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Require this key (X-API-Key); default: $DEFECTSCOPE_API_KEY if set."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="A Host header to accept (repeatable).")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="A web origin allowed to call the API (repeatable).")
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send its request headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds an upload may pause before it is dropped.")
+    ] = 30.0,
 ) -> None:
     """HTTP service: POST /predict, GET /health, /metadata, /docs, and a web page at /."""
     import uvicorn
 
-    from defectscope.deploy.server import create_app
+    from defectscope.deploy.limits import guarded_protocol
+    from defectscope.deploy.server import ServiceConfig, create_app
     from defectscope.inference.classifier import load_model
 
+    config = ServiceConfig(
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels=int(max_megapixels * 1_000_000),
+        max_waiting=max_waiting,
+        api_key=_api_key(api_key_file),
+        allowed_hosts=_allowed_hosts(host, allowed_host or []),
+        cors_origins=cors_origin or [],
+    )
+    # oneDNN's allocator keeps the memory of the largest image decoded and grows with bursts;
+    # without it a service returns that memory (Keras batch-1 predict is 6% slower; exports
+    # do not use it). An explicit TF_ENABLE_ONEDNN_OPTS in the environment wins.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import_tensorflow_quietly()
     classifier = load_model(model)
-    app = create_app(classifier, int(max_upload_mb * 1024 * 1024))
+    app = create_app(classifier, config)
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        http=guarded_protocol(header_timeout, body_timeout),
+        timeout_keep_alive=5,
+    )

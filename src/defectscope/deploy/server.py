@@ -2,129 +2,256 @@
 
 ``POST /predict`` takes a multipart upload (field ``file``) or the raw image bytes, and answers
 ``{label, confidence, probabilities, model, latency_ms}`` (``?explain=1`` adds a Grad-CAM overlay
-as a base64 PNG). Uploads above the size limit get 413, non-images 415. Requests are queued on
-one lock around the model, so concurrent clients wait instead of failing.
+as a base64 PNG). Limits, each configurable (:class:`ServiceConfig`):
+
+- uploads above ``max_upload_bytes`` get 413 as soon as the body passes the limit (nothing past
+  it is buffered); images above ``max_pixels`` 415; non-images 415 with the reason;
+- at most ``decode_slots`` images are decoded at once and one prediction runs at a time; when
+  ``max_waiting`` requests already wait, the next gets 503 with ``Retry-After``;
+- ``/health`` (GET and HEAD) never waits for the model;
+- an optional API key (``X-API-Key`` or ``Authorization: Bearer``) for /predict and /metadata,
+  allowed ``Host`` headers (DNS rebinding), and no cross-origin POST unless its origin is
+  allowed (CORS is off by default);
+- answers and /metadata name the model relative to its folder, never by absolute path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import threading
+import logging
+import os
+import secrets
 import time
+from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
+from defectscope.core.memory import return_large_blocks_to_the_os, trim
 from defectscope.core.version import __version__
 from defectscope.data.images import ImageDecodeError
+from defectscope.deploy.limits import BodyTooLarge, read_body, replay
 from defectscope.inference.classifier import Classifier
 from defectscope.inference.explain import overlay_png
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 32_000_000  # e.g. an 8192 x 3900 line-scan frame
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+log = logging.getLogger("defectscope.serve")
 
 
-class UploadTooLarge(Exception):
-    pass
+@dataclass
+class ServiceConfig:
+    """Limits and access rules of the service."""
+
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_slots: int = 1  # images decoded at once (memory: about 15 bytes per pixel each)
+    max_waiting: int = 64  # requests waiting for a slot before 503
+    api_key: str | None = None
+    allowed_hosts: list[str] = field(default_factory=lambda: ["*"])
+    cors_origins: list[str] = field(default_factory=list)
+
+
+class Busy(Exception):
+    """Too many requests already wait (answered 503)."""
 
 
 class Predictor:
-    """The model behind the service: one prediction at a time, decoding outside the lock."""
+    """The model behind the service: bounded decoding, one prediction at a time, a queue."""
 
-    def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-        self._lock = threading.Lock()
+    def __init__(self, classifier: Classifier, config: ServiceConfig) -> None:
+        self.classifier, self.config = classifier, config
+        self.decode_slots = asyncio.Semaphore(config.decode_slots)
+        self.model_slot = asyncio.Semaphore(1)
+        self.waiting = 0
 
-    def predict(self, data: bytes, name: str, explain: bool) -> dict:
+    async def _slot(self, semaphore: asyncio.Semaphore) -> None:
+        if semaphore.locked() and self.waiting >= self.config.max_waiting:
+            raise Busy
+        self.waiting += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def predict(self, data: bytes, name: str, explain: bool) -> dict:
         started = time.perf_counter()
-        image = self.classifier.prepare_bytes(data, name)
-        classes = self.classifier.classes
-        with self._lock:
-            prediction = self.classifier.predictions([name], image[None], top_k=len(classes))[0]
-            heatmap = self.classifier.explain(image[None])[0] if explain else None
+        await self._slot(self.decode_slots)
+        try:
+            image = await run_in_threadpool(self._decode, data, name)
+        finally:
+            self.decode_slots.release()
+        await self._slot(self.model_slot)
+        try:
+            prediction, heatmap = await run_in_threadpool(self._predict, name, image, explain)
+        finally:
+            self.model_slot.release()
         answer = {
             "label": prediction.label,
             "confidence": prediction.confidence,
-            "probabilities": {name: dict(prediction.top_k)[name] for name in classes},
-            "model": {"path": str(self.classifier.path), "backend": self.classifier.backend_name},
+            "probabilities": dict(prediction.top_k),
+            "model": model_summary(self.classifier),
         }
         if heatmap is not None:
             answer["heatmap_png_base64"] = base64.b64encode(overlay_png(image, heatmap)).decode()
         answer["latency_ms"] = round(1000 * (time.perf_counter() - started), 2)
         return answer
 
+    def _decode(self, data: bytes, name: str):
+        try:
+            return self.classifier.prepare_bytes(data, name, self.config.max_pixels)
+        finally:
+            trim()  # a large image's buffers go back to the system, not to the heap
 
-async def _read_upload(request, limit: int) -> tuple[bytes, str]:
-    """The image bytes of a multipart (field ``file``) or raw request, at most ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise UploadTooLarge
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=8)
+    def _predict(self, name: str, image, explain: bool):
+        classes = self.classifier.classes
+        prediction = self.classifier.predictions([name], image[None], top_k=len(classes))[0]
+        prediction.top_k.sort(key=lambda pair: classes.index(pair[0]))  # in class order
+        heatmap = self.classifier.explain(image[None])[0] if explain else None
+        return prediction, heatmap
+
+
+def model_summary(classifier: Classifier) -> dict:
+    """The model as answers name it: its folder and file, never an absolute path."""
+    path = Path(classifier.path)
+    return {"name": f"{path.parent.name}/{path.name}", "backend": classifier.backend_name}
+
+
+def public_metadata(classifier: Classifier) -> dict:
+    """The model's metadata with every absolute path made relative to the model's folder."""
+    folder = Path(classifier.path).parent
+    public = {}
+    for key, value in classifier.metadata.items():
+        if isinstance(value, str) and os.path.isabs(value):
+            value = os.path.relpath(value, folder)
+        public[key] = value
+    return {**public, "backend": classifier.backend_name, "model": model_summary(classifier)}
+
+
+async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
+    """The image bytes of a multipart (field ``file``) or raw request, at most ``limit``."""
+    body = await read_body(request, limit + 64 * 1024)  # room for the multipart envelope
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body, "upload"
+    form = await replay(request, body).form(max_files=1, max_fields=8)
+    try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise ValueError("multipart upload needs a file field named 'file'")
         data = await upload.read(limit + 1)
-        name = upload.filename or "upload"
+        if len(data) > limit:
+            raise BodyTooLarge
+        return data, Path(upload.filename or "upload").name
+    finally:
         await form.close()
-    else:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise UploadTooLarge
-            chunks.append(chunk)
-        data, name = b"".join(chunks), "upload"
-    if len(data) > limit:
-        raise UploadTooLarge
-    return data, name
 
 
-def create_app(classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES):
+def _access_checks(config: ServiceConfig):
+    """A dependency refusing requests without the API key (401) or from a foreign origin
+    (403: a cross-origin POST would otherwise run the model even though the browser hides
+    the answer)."""
+
+    def check(request: Request) -> None:
+        origin = request.headers.get("origin")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if origin and origin != own and origin not in config.cors_origins:
+            raise _Refused(403, f"origin {origin} is not allowed")
+        if config.api_key is None:
+            return
+        given = request.headers.get("x-api-key") or ""
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            given = given or bearer[7:]
+        if not secrets.compare_digest(given.encode(), config.api_key.encode()):
+            raise _Refused(401, "missing or wrong API key (X-API-Key header)")
+
+    return check
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def create_app(classifier: Classifier, config: ServiceConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``classifier`` (any backend)."""
-    predictor = Predictor(classifier)
+    config = config or ServiceConfig()
+    return_large_blocks_to_the_os()
+    predictor = Predictor(classifier, config)
     app = FastAPI(
         title="defectscope",
         version=__version__,
         description="Surface-defect classification. POST an image to /predict.",
     )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"]
+        )
+    app.state.classifier, app.state.predictor = classifier, predictor
+    guard = Depends(_access_checks(config))
+
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, err: _Refused) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return (resources.files("defectscope") / "deploy" / "static" / "index.html").read_text()
 
+    @app.head("/health", include_in_schema=False)
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "backend": classifier.backend_name}
-
-    @app.get("/metadata")
-    def metadata() -> dict:
+    async def health() -> dict:
+        """Answered at once, whatever the model is doing."""
         return {
-            **classifier.metadata,
+            "status": "ok",
             "backend": classifier.backend_name,
-            "path": str(classifier.path),
+            "waiting": predictor.waiting,
+            "api_key_required": config.api_key is not None,
         }
+
+    @app.get("/metadata", dependencies=[guard])
+    async def metadata() -> dict:
+        return public_metadata(classifier)
 
     @app.post(
         "/predict",
-        responses={413: {"description": "upload too large"}, 415: {"description": "not an image"}},
+        dependencies=[guard],
+        responses={
+            401: {"description": "API key required"},
+            413: {"description": "upload too large"},
+            415: {"description": "not a usable image"},
+            503: {"description": "too many requests waiting; retry later"},
+        },
     )
-    async def predict(request: Request, explain: bool = False) -> JSONResponse:
+    async def predict(request: Request, explain: bool = False) -> Response:
         """Classify one image: multipart field ``file`` or the raw bytes as the body."""
         try:
-            data, name = await _read_upload(request, max_upload_bytes)
-        except UploadTooLarge:
-            return JSONResponse(
-                {"detail": f"upload larger than {max_upload_bytes} bytes"}, status_code=413
-            )
-        except ValueError as err:
-            return JSONResponse({"detail": str(err)}, status_code=415)
-        try:
-            answer = await run_in_threadpool(predictor.predict, data, name, explain)
-        except ImageDecodeError as err:
-            return JSONResponse({"detail": f"{err.path}: {err.reason}"}, status_code=415)
-        return JSONResponse(answer)
+            data, name = await _upload(request, config.max_upload_bytes)
+            return JSONResponse(await predictor.predict(data, name, explain))
+        except BodyTooLarge:
+            detail = f"upload larger than {config.max_upload_bytes} bytes"
+            return JSONResponse({"detail": detail}, status_code=413)
+        except ValueError as err:  # includes ImageDecodeError
+            detail = f"{err.path}: {err.reason}" if isinstance(err, ImageDecodeError) else str(err)
+            return JSONResponse({"detail": detail}, status_code=415)
+        except Busy:
+            detail = f"{config.max_waiting} requests are already waiting; retry later"
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "2"})
+        except ClientDisconnect:
+            client = f"{request.client.host}:{request.client.port}" if request.client else "?"
+            log.info("client %s disconnected before its upload was complete", client)
+            return Response(status_code=400)
 
     return app
