@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from defectscope.data.discovery import discover_dataset
 from defectscope.data.layout import (
     LAYOUT_CLASS_FOLDERS,
     LAYOUT_KAGGLE,
     DatasetLayoutError,
-    discover_dataset,
-    hash_split,
 )
 from defectscope.data.neu import NEU_CLASSES
 
@@ -84,17 +83,22 @@ def test_same_stem_in_two_classes_is_ambiguous(synthetic_copy: Path) -> None:
     assert len(paired) == 2 and all(s.annotation_path is None for s in paired)
 
 
-def test_class_folders_get_a_stable_hash_split(synthetic_root: Path, tmp_path: Path) -> None:
+def test_class_folders_get_a_stratified_split(synthetic_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "mine"
     for class_name in ("dent", "rust"):
         shutil.copytree(synthetic_root / "train" / "images" / "crazing", root / class_name)
+    (root / "scratch").mkdir()  # a class of one image: trained on, never validated, reported
+    shutil.copy(next((root / "dent").glob("*.jpg")), root / "scratch" / "only.jpg")
     index = discover_dataset(root, val_fraction=0.5)
     assert index.layout == LAYOUT_CLASS_FOLDERS
-    assert index.classes == ["dent", "rust"]
-    for split, samples in index.samples.items():
-        assert all(hash_split(s.source_id, 0.5) == split for s in samples)
-        assert all(s.annotation_path is None for s in samples)
-    assert sum(len(v) for v in index.samples.values()) == 8
+    assert index.classes == ["dent", "rust", "scratch"]
+    per_split = {
+        split: sorted(s.class_name for s in samples) for split, samples in index.samples.items()
+    }
+    assert per_split["validation"] == ["dent", "dent", "rust", "rust"]  # half of each class
+    assert per_split["train"].count("scratch") == 1
+    assert all(s.annotation_path is None for v in index.samples.values() for s in v)
+    assert [p.kind for p in index.problems] == ["small_class"]
     again = discover_dataset(root, val_fraction=0.5)
     assert again.samples == index.samples
 

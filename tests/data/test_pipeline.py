@@ -62,7 +62,9 @@ def test_training_order_and_augmentation_repeat_with_a_seed(tfrecords: Path) -> 
 
 def test_augmentation_preserves_range_and_can_be_switched_off() -> None:
     image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
-    off = AugmentConfig(flip=False, rotate90=False, brightness=0, contrast=0)
+    off = AugmentConfig(
+        flip=False, rotate90=False, brightness=0, contrast=0, noise_prob=0, blur_prob=0
+    )
     np.testing.assert_array_equal(augment_image(image, [1, 2], off).numpy(), image)
     strong = AugmentConfig(brightness=0.5, contrast=0.5, noise_prob=1.0, blur_prob=1.0)
     out = augment_image(image, [3, 4], strong).numpy()

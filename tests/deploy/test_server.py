@@ -44,7 +44,15 @@ def test_multipart_and_raw_uploads_agree(client: TestClient, jpeg: bytes) -> Non
     assert multipart.status_code == raw.status_code == 200
     first, second = multipart.json(), raw.json()
     assert first["label"] == second["label"]
-    assert set(first) == {"label", "confidence", "probabilities", "model", "latency_ms"}
+    assert set(first) == {
+        "label",
+        "confidence",
+        "probabilities",
+        "unknown",
+        "unknown_score",
+        "model",
+        "latency_ms",
+    }  # no "defect": the synthetic classes have no OK class
     assert next(iter(first["probabilities"])) == "crazing"  # class order
     assert abs(sum(first["probabilities"].values()) - 1.0) < 1e-4
     assert first["confidence"] == max(first["probabilities"].values())

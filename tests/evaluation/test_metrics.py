@@ -65,8 +65,8 @@ def _curve_rows(phases: tuple[str, ...]) -> list[dict[str, str]]:
             "epoch": str(epoch),
             "loss": str(1.0 / epoch),
             "accuracy": str(0.5 + 0.1 * epoch),
-            "val_loss": "",
-            "val_accuracy": "0.4",
+            "selection_loss": "",
+            "selection_accuracy": "0.4",
         }
         for phase in phases
         for epoch in (1, 2, 3)

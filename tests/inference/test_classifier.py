@@ -71,7 +71,8 @@ def test_write_predictions_csv_and_json(classifier, synthetic_root: Path, tmp_pa
     assert [bool(r["error"]) for r in rows] == [False, False, True]
     write_predictions(results, tmp_path / "p.csv")
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[0] == "path,label,confidence,top_k,error" and len(lines) == 4
+    header = "path,label,confidence,top_k,defect,defect_score,unknown,unknown_score,error"
+    assert lines[0] == header and len(lines) == 4
 
 
 def test_bad_model_paths(tmp_path: Path, tiny_run: Path) -> None:

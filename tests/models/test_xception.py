@@ -95,3 +95,31 @@ def test_shared_imagenet_weights_load(xception_weights) -> None:
     loaded = create_model(6, 71, str(xception_weights))
     kernel = loaded.get_layer(BACKBONE_NAME).get_layer("block1_conv1").kernel
     assert float(np.abs(np.asarray(kernel)).mean()) > 0.01
+
+
+def _moving_statistics(model) -> list[np.ndarray]:
+    import keras
+
+    backbone = model.get_layer("xception")
+    return [
+        layer.moving_mean.numpy().copy()
+        for layer in backbone.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_fine_tuning_leaves_batchnorm_statistics_alone(freeze: bool) -> None:
+    """Keras 3 updates a trainable BatchNormalization during fit even when the backbone is
+    called with training=False; freezing it is what keeps phase 1's statistics."""
+    import keras
+
+    model = create_model(num_classes=3, image_size=71, weights="none", pretrained=True)
+    set_trainable_blocks(model, "block9", freeze_batchnorm=freeze)
+    before = _moving_statistics(model)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, (8, 71, 71, 3)).astype("float32")
+    model.fit(images, np.eye(3)[np.arange(8) % 3], epochs=1, verbose=0)
+    after = _moving_statistics(model)
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert (changed == 0) if freeze else (changed > 0)

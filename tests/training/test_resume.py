@@ -57,5 +57,5 @@ def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
     assert subprocess.run(uninterrupted, capture_output=True, timeout=600).returncode == 0
     expected = results_rows(reference, "finetune")
     for got, want in zip(rows, expected, strict=True):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        for key in ("loss", "accuracy", "selection_loss", "selection_accuracy"):
             assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4), (got, want)

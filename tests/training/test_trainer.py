@@ -25,6 +25,7 @@ def test_run_folder_holds_everything(tiny_run: Path) -> None:
         "weights/best.keras",
         "weights/last.keras",
         "weights/metadata.json",
+        "splits.csv",
         "evaluation/metrics.json",
         "evaluation/confusion_matrix.png",
         "evaluation/report.md",
@@ -45,10 +46,17 @@ def test_run_folder_holds_everything(tiny_run: Path) -> None:
     ]
     metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
     assert metrics["num_images"] == 12
+    assert metrics["measured_on"] == "validation (12 images)"
+    assert metrics["selected_on"] == "selection (6 images)"  # one of the 4 training images
+    with open(tiny_run / "splits.csv") as handle:  # of each class chooses, 3 train
+        sets = [row["set"] for row in csv.DictReader(handle)]
+    assert (sets.count("fit"), sets.count("selection"), sets.count("validation")) == (18, 6, 12)
     state = json.loads((tiny_run / "state.json").read_text())
     assert state["stage"] == "done" and state["val_accuracy"] == metrics["accuracy"]
     metadata = json.loads((tiny_run / "weights" / "metadata.json").read_text())
     assert metadata["classes"][0] == "crazing" and metadata["image_size"] == 71
+    assert metadata["unknown"]["chosen_on"] == "selection (6 images)"
+    assert "operating_point" not in metadata  # no OK class among the synthetic classes
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_run: Path, synthetic_records: Path) -> None:
@@ -75,3 +83,24 @@ def test_resuming_a_finished_run_changes_nothing(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
     assert result.metrics == metrics
     assert {p: p.stat().st_mtime_ns for p in (tiny_run / "weights").iterdir()} == before
+
+
+def test_an_ok_class_gives_an_operating_point(tmp_path: Path) -> None:
+    from defectscope.data.synthetic import synthesize_dataset
+    from defectscope.inference.classifier import load_model
+
+    classes = ("crazing", "scratches", "ok")
+    root = synthesize_dataset(tmp_path / "data", 6, 3, image_size=64, seed=3, classes=classes)
+    result = train(tiny_config(root, tmp_path / "run"))
+    metadata = json.loads((result.run_dir / "weights" / "metadata.json").read_text())
+    point = metadata["operating_point"]
+    assert point["ok_class"] == "ok" and point["max_escape_rate"] == 0.01
+    assert point["selection"]["escape_rate"] <= 0.01  # met where it was chosen
+    view = result.metrics["defect_vs_ok"]
+    assert (view["defects"], view["oks"]) == (6, 3)  # measured on the validation split
+    assert (result.run_dir / "evaluation" / "defect_curves.png").is_file()
+    image = next((root / "validation" / "images" / "ok").glob("*.jpg"))
+    prediction = load_model(result.run_dir).predict([image])[0]
+    assert prediction.defect == (
+        prediction.defect_score >= point["threshold"] or prediction.unknown
+    )

@@ -32,10 +32,12 @@ def evaluate(
 ) -> None:
     """metrics.json, confusion_matrix.png, report.md and misclassified.{csv,png}."""
     from defectscope.evaluation.corruptions import parse_corruptions, parse_severities
+    from defectscope.evaluation.evaluate import check_inputs
     from defectscope.evaluation.evaluate import evaluate as run_evaluation
 
     names = parse_corruptions(corruptions) if corruptions else None
     levels = parse_severities(severities) if corruptions else None
+    check_inputs(model, data, split, out, overwrite)  # before TensorFlow loads
     import_tensorflow_quietly()
     metrics = run_evaluation(
         model, data, split, out, batch_size, localization, names, levels, overwrite=overwrite

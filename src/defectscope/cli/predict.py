@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from defectscope.cli.console import Counter, plural, warn
+from defectscope.cli.console import warn
 from defectscope.cli.options import BatchSizeOption, ModelOption, OverwriteOption
 from defectscope.core.errors import ConfigError, NothingDoneError
-from defectscope.core.tf_import import import_tensorflow_quietly
+from defectscope.core.progress import Progress
+from defectscope.core.text import plural
 
 
 def predict(
@@ -43,15 +44,15 @@ def predict(
 ) -> None:
     """Classify images, streaming; a bad file gets a row with its error and the rest go on."""
     from defectscope.inference.batch import check_output, predict_files
-    from defectscope.inference.classifier import load_model
+    from defectscope.inference.model_files import locate_model, read_metadata
     from defectscope.inference.sources import Shard
 
     if not sources and not paths_from:
         raise ConfigError("give image files, folders or globs, or --paths-from FILE")
     part = Shard.parse(shard)
     check_output(out, resume)
-    import_tensorflow_quietly()
-    progress = Counter("predict") if quiet else None
+    read_metadata(locate_model(model))  # a wrong --model fails here, before TensorFlow loads
+    progress = Progress("predict") if quiet else None
 
     def show(prediction) -> None:
         if not prediction.ok:
@@ -63,7 +64,7 @@ def predict(
 
     try:
         summary = predict_files(
-            load_model(model),
+            model,
             sources or [],
             paths_from or [],
             out=out,
@@ -78,12 +79,18 @@ def predict(
     finally:
         if progress is not None:
             progress.close()
+    _report(summary, out, explain)
+
+
+def _report(summary, out: Path | None, explain: Path | None) -> None:
     if summary.already_complete:
         typer.echo(f"{out} is already complete; nothing to resume")
         return
     if explain is not None:
         typer.echo(f"{plural(summary.heatmaps, 'heatmap')} -> {explain}")
+    if not summary.images:
+        raise NothingDoneError("no image found in the given sources")
     where = f" -> {out}" if out else ""
-    typer.echo(f"{summary.predicted} of {plural(summary.rows, 'image')} predicted{where}")
+    typer.echo(f"{summary.predicted} of {plural(summary.images, 'image')} predicted{where}")
     if not summary.predicted:
         raise NothingDoneError("no image could be predicted")

@@ -45,12 +45,26 @@ def train(
     xla: Annotated[
         bool | None, typer.Option("--xla/--no-xla", help="Compile the training step with XLA.")
     ] = None,
+    ok_class: Annotated[
+        str | None,
+        typer.Option(help="The no-defect class (default: one named ok, good, normal...)."),
+    ] = None,
+    max_escape_rate: Annotated[
+        float | None,
+        typer.Option(help="Share of defects the operating point may call OK (default 0.01)."),
+    ] = None,
+    resize: Annotated[
+        str | None, typer.Option(help="stretch | letterbox (keep the aspect ratio).")
+    ] = None,
 ) -> None:
     """Transfer learning: head on cached features, then fine-tuning; evaluates at the end.
 
     --batch-size is per replica; with several replicas the fine-tuning rate scales with them.
     """
+    from defectscope.training.checks import check_train_config
     from defectscope.training.config import resolve_config
+    from defectscope.training.distribute import is_chief
+    from defectscope.training.run_folder import RunFolder
 
     if resume is None and data is None:
         raise ConfigError("--data is required (or --resume RUN)")
@@ -67,8 +81,15 @@ def train(
         cpu_devices=cpu_devices,
         mixed_precision=mixed_precision,
         xla=xla,
+        ok_class=ok_class,
+        max_escape_rate=max_escape_rate,
+        resize=resize,
     )
-    resolved = None if resume else resolve_config(config, **options)
+    if resume:
+        RunFolder.open(resume)  # a folder that is no run fails here
+    else:  # bad paths and values fail here, before TensorFlow loads
+        resolved = resolve_config(config, **options)
+        check_train_config(resolved, new_run=is_chief())
     import_tensorflow_quietly()
     from defectscope.training import trainer  # imports Keras: after the quiet import
 

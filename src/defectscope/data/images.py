@@ -230,6 +230,23 @@ def _tensorflow_decode(encoded: bytes, name: str, ratio: int) -> np.ndarray:
         raise ImageDecodeError(name, f"corrupt or truncated image (TensorFlow: {reason})") from None
 
 
+def decode_pixels_sized(
+    data: bytes,
+    name: str = "<bytes>",
+    image_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_pixels` and the image's full ``(width, height)`` (a JPEG decoded at a
+    reduced scale is smaller than the image its boxes are drawn on)."""
+    image = _open_checked(data, name, max_pixels)
+    if _plain(image, data, name):
+        ratio = jpeg_ratio(*image.size, image_size) if image.format == "JPEG" else 1
+        return _tensorflow_decode(data, name, ratio), image.size
+    canonical = canonical_image(data, name, max_pixels, verify=False)
+    pixels = _tensorflow_decode(canonical.encoded, name, ratio=1)
+    return pixels, (canonical.width, canonical.height)
+
+
 def decode_pixels(
     data: bytes,
     name: str = "<bytes>",
@@ -242,12 +259,7 @@ def decode_pixels(
     A plain JPEG is validated by decoding it (at the reduced scale of :func:`jpeg_ratio`), so a
     huge one never costs its full size. Raises :class:`ImageDecodeError`.
     """
-    image = _open_checked(data, name, max_pixels)
-    if _plain(image, data, name):
-        ratio = jpeg_ratio(*image.size, image_size) if image.format == "JPEG" else 1
-        return _tensorflow_decode(data, name, ratio)
-    canonical = canonical_image(data, name, max_pixels, verify=False)
-    return _tensorflow_decode(canonical.encoded, name, ratio=1)
+    return decode_pixels_sized(data, name, image_size, max_pixels)[0]
 
 
 def read_pixels(
@@ -257,11 +269,21 @@ def read_pixels(
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> np.ndarray:
     """:func:`decode_pixels` of one file (a regular file, bounded); errors name the file."""
+    return read_pixels_sized(path, image_size, max_pixels, max_bytes)[0]
+
+
+def read_pixels_sized(
+    path: str | Path,
+    image_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_pixels_sized` of one file (a regular file, bounded)."""
     try:
         data = read_regular_file(path, max_bytes)
     except FileError as err:
         raise ImageDecodeError(err.path, err.reason) from None
-    return decode_pixels(data, str(path), image_size, max_pixels)
+    return decode_pixels_sized(data, str(path), image_size, max_pixels)
 
 
 def load_image_array(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

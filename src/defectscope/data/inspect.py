@@ -14,8 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import FileError
 from defectscope.core.files import check_regular_file, file_sha256
+from defectscope.core.text import plural
+from defectscope.data.discovery import discover_dataset
 from defectscope.data.images import decode_image_tensor
-from defectscope.data.layout import DatasetIndex, Problem, discover_dataset, worst_per_path
+from defectscope.data.layout import DatasetIndex, Problem, worst_per_path
 from defectscope.data.pipeline import is_tfrecord_folder, read_manifest
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import ImageRecord, example_to_record
@@ -106,10 +108,6 @@ def _shard_problem(path: Path, shard: dict) -> Problem | None:
     return None
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun if count == 1 else noun + 's'}"
-
-
 def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str, ImageRecord]]:
     import tensorflow as tf
 
@@ -165,14 +163,18 @@ def inspect_path(
 
 
 def render_grid(report: DatasetReport, out_path: str | Path, tile: int = 160) -> Path:
-    """Write a PNG grid: a row per class, its sample images with their boxes drawn."""
+    """Write a PNG grid: a row per class, a random sample of its images with their boxes
+    drawn, labelled with how many of the class's images it shows."""
     columns = max((len(v) for v in report.samples.values()), default=1)
     label_width, rows = 150, max(len(report.classes), 1)
     grid = Image.new("RGB", (label_width + columns * tile, rows * tile), "white")
     draw = ImageDraw.Draw(grid)
     font = ImageFont.load_default(size=14)
     for row, name in enumerate(report.classes):
-        draw.text((6, row * tile + tile // 2 - 8), name, fill="black", font=font)
+        shown = len(report.samples.get(name, []))
+        total = sum(counts.get(name, 0) for counts in report.counts.values())
+        label = f"{name}\n{shown} of {plural(total, 'image')}"
+        draw.multiline_text((6, row * tile + tile // 2 - 16), label, fill="black", font=font)
         for col, record in enumerate(report.samples.get(name, [])):
             pixels = np.asarray(decode_image_tensor(record.encoded))
             image = Image.fromarray(pixels).resize((tile - 4, tile - 4))

@@ -4,8 +4,8 @@ Two layouts are recognised:
 
 * Kaggle NEU-DET: ``ROOT/<split>/images/<class>/*`` with ``ROOT/<split>/annotations/<stem>.xml``;
 * one folder per class: ``ROOT/<class>/*`` (no annotations, no split). Images are assigned to
-  ``train`` / ``validation`` by a stable hash of their relative path, so adding files never moves
-  the others.
+  ``train`` / ``validation`` by a stratified, seeded split that keeps byte-identical files
+  together (:mod:`defectscope.data.splits`); adding files moves almost none of the others.
 
 Images and annotations are paired by file stem, never by the XML ``<filename>``. Discovery reads
 directory entries only; decoding is :mod:`defectscope.data.records`' job.
@@ -24,12 +24,14 @@ from defectscope.core.files import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_XML_BYTES,
     check_regular_file,
+    read_regular_file,
 )
 from defectscope.data.images import is_image_path
+from defectscope.data.splits import SplitItem, folds, holdout, too_small
+from defectscope.data.voc import VocAnnotation
 
 LAYOUT_KAGGLE = "kaggle"
 LAYOUT_CLASS_FOLDERS = "class-folders"
-HASH_SPLIT_BUCKETS = 10_000
 
 
 class DatasetLayoutError(FileError):
@@ -72,6 +74,7 @@ class Sample:
     image_path: Path
     annotation_path: Path | None
     source_id: str  # path relative to the dataset root, POSIX style
+    annotation: VocAnnotation | None = None  # already read (COCO, YOLO); else read the path
 
 
 @dataclass
@@ -222,55 +225,57 @@ def _scan_kaggle(scanner: _Scanner, split_dirs: list[Path]) -> tuple[list[str], 
     return classes, samples
 
 
-def hash_split(source_id: str, val_fraction: float) -> str:
-    """Stable train/validation assignment of one file by the hash of its relative path."""
-    digest = hashlib.sha256(source_id.encode("utf-8")).digest()
-    bucket = int.from_bytes(digest[:4], "big") % HASH_SPLIT_BUCKETS
-    return "validation" if bucket < val_fraction * HASH_SPLIT_BUCKETS else "train"
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a folder-per-class dataset (no split of its own) is split: a stratified validation
+    share, or fold ``fold`` of ``folds`` as validation (cross-validation)."""
+
+    val_fraction: float = 0.2
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ConfigError(f"fold must be in 0..{self.folds - 1}, got {self.fold!r}")
+
+    def validation(self, items: list[SplitItem]) -> set[str]:
+        if self.folds:
+            return folds(items, self.folds, self.seed)[self.fold]
+        return holdout(items, self.val_fraction, self.seed)
 
 
-def _scan_class_folders(scanner: _Scanner, val_fraction: float) -> tuple[list[str], dict]:
+def _content_key(path: Path) -> str:
+    try:
+        return hashlib.sha256(read_regular_file(path, DEFAULT_MAX_IMAGE_BYTES)).hexdigest()
+    except FileError:
+        return f"unreadable:{path}"  # reported when it is decoded; its own group
+
+
+def _scan_class_folders(scanner: _Scanner, plan: SplitPlan) -> tuple[list[str], dict]:
     scanner.stray_files(scanner.root, "class")
     images = scanner.class_images(_visible_dirs(scanner.root))
     classes = sorted(name for name, paths in images.items() if paths)
     for name in sorted(set(images) - set(classes)):
         scanner.report(scanner.root / name, "empty_class", "folder holds no usable image; ignored")
+    items = [
+        SplitItem(scanner.source_id(path), name, _content_key(path))
+        for name in classes
+        for path in images[name]
+    ]
+    for name, count in too_small(items).items():
+        scanner.report(
+            scanner.root / name,
+            "small_class",
+            f"{count} image: too few to validate this class (it is trained on only)",
+        )
+    held = plan.validation(items)
     samples: dict[str, list[Sample]] = {"train": [], "validation": []}
-    for class_name in classes:
-        for path in images[class_name]:
+    for name in classes:
+        for path in images[name]:
             source_id = scanner.source_id(path)
-            split = hash_split(source_id, val_fraction)
-            samples[split].append(Sample(split, class_name, path, None, source_id))
+            split = "validation" if source_id in held else "train"
+            samples[split].append(Sample(split, name, path, None, source_id))
     return classes, {split: items for split, items in samples.items() if items}
-
-
-def discover_dataset(root: str | Path, val_fraction: float = 0.2) -> DatasetIndex:
-    """Find the layout, classes, samples and file-level problems under ``root``.
-
-    Raises:
-        DatasetLayoutError: ``root`` is missing or holds neither layout.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    given = Path(root)
-    if not given.is_dir():
-        raise DatasetLayoutError(given, "no such directory")
-    candidates = [given.resolve()]
-    while len(candidates) < 3 and len(children := _visible_dirs(candidates[-1])) == 1:
-        candidates.append(children[0])  # also accept a wrapping folder, e.g. archive/NEU-DET
-    for current in candidates:
-        if split_dirs := _kaggle_split_dirs(current):
-            scanner = _Scanner(current)
-            classes, samples = _scan_kaggle(scanner, split_dirs)
-            return DatasetIndex(current, LAYOUT_KAGGLE, classes, samples, scanner.problems)
-    for current in candidates:
-        if _has_class_folders(current):
-            scanner = _Scanner(current)
-            classes, samples = _scan_class_folders(scanner, val_fraction)
-            return DatasetIndex(current, LAYOUT_CLASS_FOLDERS, classes, samples, scanner.problems)
-    raise DatasetLayoutError(
-        given,
-        "no dataset layout recognised. Expected ROOT/<split>/images/<class>/<image> "
-        "(Kaggle NEU-DET, annotations in ROOT/<split>/annotations/<stem>.xml) or "
-        "ROOT/<class>/<image> (one folder per class)",
-    )

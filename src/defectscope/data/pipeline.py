@@ -19,13 +19,14 @@ import numpy as np
 from defectscope.core.errors import ConfigError, FileError
 from defectscope.core.files import check_regular_file, read_regular_file
 from defectscope.data.augment import AugmentConfig, augment_image
+from defectscope.data.discovery import discover_dataset
 from defectscope.data.images import (
     DEFAULT_MAX_PIXELS,
     decode_image_tensor,
     decode_pixels,
     read_pixels,
 )
-from defectscope.data.layout import Problem, discover_dataset
+from defectscope.data.layout import Problem
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import (
     IMAGE_CLASS_LABEL,
@@ -56,6 +57,7 @@ class DataSource:
     labels: tuple[int, ...] = ()  # folder source only
     source_ids: tuple[str, ...] = ()  # folder source only
     problems: tuple[Problem, ...] = ()
+    only: frozenset[str] | None = None  # TFRecords: read just these source ids (a subset)
 
 
 def is_tfrecord_folder(path: str | Path) -> bool:
@@ -156,6 +158,22 @@ def _folder_source(root: Path, split: str, val_fraction: float, workers: int) ->
     )
 
 
+def check_source(path: str | Path, splits: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The classes of a TFRecord folder or dataset root that holds ``splits``; reads only the
+    manifest or the folder listing (no image), so a wrong path fails in a moment."""
+    path = Path(path)
+    if is_tfrecord_folder(path):
+        manifest = read_manifest(path)
+        found, classes = sorted(manifest["splits"]), tuple(manifest["classes"])
+    else:
+        index = discover_dataset(path)
+        found, classes = index.splits, tuple(index.classes)
+    missing = [s for s in splits if s not in found]
+    if missing:
+        raise DataSourceError(path, f"no split {missing[0]!r}; found {found}")
+    return classes
+
+
 def open_source(
     path: str | Path, split: str = "train", val_fraction: float = 0.2, workers: int = 2
 ) -> DataSource:
@@ -177,7 +195,8 @@ class InputShard:
     def level(self, source: DataSource) -> str:
         if self.count <= 1:
             return "none"
-        return "file" if source.kind == "tfrecord" and len(source.files) >= self.count else "data"
+        whole_files = source.kind == "tfrecord" and source.only is None
+        return "file" if whole_files and len(source.files) >= self.count else "data"
 
     def num_examples(self, source: DataSource) -> int:
         """Records this worker reads."""
@@ -212,9 +231,21 @@ def _tfrecord_items(source: DataSource, shuffle: bool, seed: int | None, shard: 
         label = tf.cast(parsed[IMAGE_CLASS_LABEL], tf.int32)
         return parsed[IMAGE_ENCODED], label, parsed[IMAGE_SOURCE_ID]
 
-    if level == "data":
-        records = records.shard(shard.count, shard.index)
-    return records.map(from_example, num_parallel_calls=tf.data.AUTOTUNE)
+    items = records.map(from_example, num_parallel_calls=tf.data.AUTOTUNE)
+    if source.only is not None:  # a subset (the selection split, say): filter, then shard
+        items = items.filter(_member_of(source.only))
+    return items.shard(shard.count, shard.index) if level == "data" else items
+
+
+def _member_of(ids: frozenset[str]):
+    """A tf.data predicate: the element's source id is one of ``ids``."""
+    import tensorflow as tf
+
+    keys = tf.constant(sorted(ids) or [""], tf.string)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), default_value=0
+    )
+    return lambda encoded, label, source_id: tf.equal(table.lookup(source_id), 1)
 
 
 def _file_pixels(image_size: int):
@@ -239,27 +270,41 @@ def _items(source: DataSource, shuffle: bool, seed: int | None, shard: InputShar
     return items
 
 
-def resize_for_model(pixels, image_size: int):
-    """uint8 pixels -> float32 ``(image_size, image_size, 3)`` in [0, 255] (antialiased)."""
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+def check_resize(resize: str) -> str:
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    return resize
+
+
+def resize_for_model(pixels, image_size: int, resize: str = "stretch"):
+    """uint8 pixels -> float32 ``(image_size, image_size, 3)`` in [0, 255], antialiased:
+    ``stretch`` to the square, or ``letterbox`` (keep the aspect ratio, pad with black)."""
     import tensorflow as tf
 
-    image = tf.image.resize(tf.cast(pixels, tf.float32), [image_size, image_size], antialias=True)
+    image = tf.cast(pixels, tf.float32)
+    if check_resize(resize) == "letterbox":
+        image = tf.image.resize_with_pad(image, image_size, image_size, antialias=True)
+    else:
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def preprocess_encoded(encoded, image_size: int):
+def preprocess_encoded(encoded, image_size: int, resize: str = "stretch"):
     """Canonical bytes -> float32 ``(image_size, image_size, 3)`` in [0, 255]. Shared by all."""
-    return resize_for_model(decode_image_tensor(encoded, image_size), image_size)
+    return resize_for_model(decode_image_tensor(encoded, image_size), image_size, resize)
 
 
-def _decoder(source: DataSource, image_size: int):
+def _decoder(source: DataSource, image_size: int, resize: str):
     """The map from items to ``(image, label, source_id)``: in the graph for TFRecords, through
     a py_function that reads, validates and decodes each file for folders."""
     import tensorflow as tf
 
     if source.kind == "tfrecord":
         return lambda encoded, label, source_id: (
-            preprocess_encoded(encoded, image_size),
+            preprocess_encoded(encoded, image_size, resize),
             label,
             source_id,
         )
@@ -268,13 +313,17 @@ def _decoder(source: DataSource, image_size: int):
     def from_file(path, label, source_id):
         pixels = tf.py_function(read, [path], tf.uint8)
         pixels.set_shape([None, None, 3])
-        return resize_for_model(pixels, image_size), label, source_id
+        return resize_for_model(pixels, image_size, resize), label, source_id
 
     return from_file
 
 
 def prepare_image_bytes(
-    data: bytes, image_size: int, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    image_size: int,
+    name: str = "<bytes>",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Encoded image bytes -> the float32 ``(size, size, 3)`` array the model sees.
 
@@ -282,7 +331,7 @@ def prepare_image_bytes(
     decoded at a reduced scale. Raises ``ImageDecodeError``.
     """
     pixels = decode_pixels(data, name, image_size, max_pixels)
-    return resize_for_model(pixels, image_size).numpy()
+    return resize_for_model(pixels, image_size, resize).numpy()
 
 
 def create_dataset(
@@ -296,6 +345,7 @@ def create_dataset(
     with_ids: bool = False,
     shuffle_buffer: int = 2048,
     shard: InputShard = InputShard(),
+    resize: str = "stretch",
 ):
     """Batched ``(images, labels[, source_ids])`` for one split.
 
@@ -318,7 +368,7 @@ def create_dataset(
     dataset = _items(source, shuffle=training, seed=seed, shard=shard)
     if training:
         dataset = dataset.shuffle(min(shuffle_buffer, max(num_examples, 1)), seed=seed)
-    dataset = dataset.map(_decoder(source, image_size), num_parallel_calls=autotune)
+    dataset = dataset.map(_decoder(source, image_size, resize), num_parallel_calls=autotune)
     if training:
         config = augment or AugmentConfig()
         noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

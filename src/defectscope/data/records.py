@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from defectscope.core.errors import ConfigError
@@ -45,7 +46,7 @@ def _boxes(
         clipped, notes = clip_object(obj, width, height)
         kind = "box_inverted" if any(n.startswith("inverted") for n in notes) else "box_clipped"
         problems.extend(Problem(path, kind, note) for note in notes)
-        if obj.name != sample.class_name:
+        if sample.annotation is None and obj.name != sample.class_name:  # VOC: image class given
             problems.append(
                 Problem(
                     path,
@@ -70,6 +71,33 @@ def _boxes(
     return tuple(boxes), problems
 
 
+def _annotation(
+    sample: Sample, width: int, height: int, root: Path | None
+) -> tuple[VocAnnotation | None, Problem | None]:
+    """The sample's boxes in pixels: read already (COCO, YOLO: normalised corners scaled to the
+    image now), or read from its VOC file; a problem when that file cannot be used."""
+    annotation = sample.annotation
+    if annotation is None and sample.annotation_path is not None:
+        try:
+            annotation = read_voc(sample.annotation_path, root)
+        except VocError as err:
+            reason = f"{err.reason}; image used without boxes"
+            return None, Problem(str(sample.annotation_path), "bad_annotation", reason)
+    if annotation is not None and annotation.normalized:
+        scaled = tuple(
+            replace(
+                o,
+                xmin=o.xmin * width,
+                xmax=o.xmax * width,
+                ymin=o.ymin * height,
+                ymax=o.ymax * height,
+            )
+            for o in annotation.objects
+        )
+        annotation = replace(annotation, objects=scaled, normalized=False)
+    return annotation, None
+
+
 def load_record(
     sample: Sample,
     label_map: dict[str, int],
@@ -84,19 +112,11 @@ def load_record(
         return None, [Problem(str(sample.image_path), "unreadable_image", err.reason, "error")]
     boxes: tuple[BoxRecord, ...] = ()
     problems: list[Problem] = []
-    if sample.annotation_path is not None:
-        try:
-            annotation = read_voc(sample.annotation_path, root)
-        except VocError as err:
-            problems.append(
-                Problem(
-                    str(sample.annotation_path),
-                    "bad_annotation",
-                    f"{err.reason}; image used without boxes",
-                )
-            )
-        else:
-            boxes, problems = _boxes(annotation, sample, image.width, image.height, label_map)
+    annotation, trouble = _annotation(sample, image.width, image.height, root)
+    if trouble is not None:
+        problems.append(trouble)
+    elif annotation is not None:
+        boxes, problems = _boxes(annotation, sample, image.width, image.height, label_map)
     record = ImageRecord(
         encoded=image.encoded,
         format=image.format,

@@ -117,10 +117,15 @@ def _scratches(draw, rng, size, base) -> list[Box]:
     return boxes
 
 
+def _ok(draw, rng, size, base) -> list[Box]:
+    return []  # plain steel: no defect, no box
+
+
+OK_CLASS = "ok"
 DRAWERS: dict[str, Drawer] = dict(
     zip(
-        NEU_CLASSES,
-        (_crazing, _inclusion, _patches, _pitted_surface, _rolled_in_scale, _scratches),
+        (*NEU_CLASSES, OK_CLASS),
+        (_crazing, _inclusion, _patches, _pitted_surface, _rolled_in_scale, _scratches, _ok),
         strict=True,
     )
 )
@@ -138,7 +143,7 @@ def _texture(rng: np.random.Generator, size: int, base: float) -> Image.Image:
 def draw_sample(class_name: str, rng: np.random.Generator, size: int = 200):
     """One grey image of ``class_name`` and its defect boxes (VOC pixel corners)."""
     if class_name not in DRAWERS:
-        raise ConfigError(f"unknown synthetic class {class_name!r}; choose from {NEU_CLASSES}")
+        raise ConfigError(f"unknown synthetic class {class_name!r}; choose from {list(DRAWERS)}")
     base = float(rng.uniform(95, 165))
     image = _texture(rng, size, base)
     boxes = DRAWERS[class_name](ImageDraw.Draw(image), rng, size, base)

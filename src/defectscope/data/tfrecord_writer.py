@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from defectscope.core.atomic_io import (
     TEMP_MARKER,
@@ -24,9 +23,11 @@ from defectscope.core.atomic_io import (
 )
 from defectscope.core.errors import ConfigError, NothingDoneError
 from defectscope.core.files import check_outside, file_sha256, prepare_output_folder
+from defectscope.core.progress import progress
 from defectscope.core.version import __version__
+from defectscope.data.discovery import discover_dataset
 from defectscope.data.images import DEFAULT_MAX_PIXELS
-from defectscope.data.layout import DatasetIndex, Problem, discover_dataset
+from defectscope.data.layout import DatasetIndex, Problem, SplitPlan
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import SCHEMA_VERSION, build_example
 
@@ -72,9 +73,7 @@ def _write_split(
         temps = [stack.enter_context(atomic_path(out_dir / name)) for name in names]
         writers = [stack.enter_context(tf.io.TFRecordWriter(str(t))) for t in temps]
         loaded = iter_records(samples, index.label_map(), workers, max_pixels, index.root)
-        for _, record, sample_problems in tqdm(
-            loaded, total=len(samples), desc=f"convert {split}", unit="img", disable=None
-        ):
+        for _, record, sample_problems in progress(loaded, f"convert {split}", len(samples)):
             problems.extend(sample_problems)
             if record is None:
                 continue
@@ -113,6 +112,7 @@ def convert_dataset(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     val_fraction: float = 0.2,
     overwrite: bool = False,
+    plan: SplitPlan | None = None,
 ) -> dict:
     """Convert a dataset root to ``out_dir/<split>-NNNNN-of-NNNNN.tfrecord`` + manifest.
 
@@ -124,7 +124,7 @@ def convert_dataset(
     if num_shards < 1:
         raise ConfigError(f"num_shards must be >= 1, got {num_shards!r}")
     workers = workers or os.cpu_count() or 1
-    index = discover_dataset(data_root, val_fraction=val_fraction)
+    index = discover_dataset(data_root, val_fraction=val_fraction, plan=plan)
     check_outside(Path(out_dir), Path(data_root), "--out", "the dataset (--data)")
     out = prepare_output_folder(out_dir, "TFRecord shards", is_conversion_file, overwrite)
     (out / MANIFEST_NAME).unlink(missing_ok=True)

@@ -43,6 +43,7 @@ class VocAnnotation:
     depth: int
     objects: tuple[VocObject, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    normalized: bool = False  # corners in [0, 1] of the image (YOLO), not pixels
 
 
 def _text(node: Element, tag: str, default: str | None = None) -> str | None:

@@ -27,6 +27,7 @@ from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import create_dataset
 from defectscope.inference.backends import BACKENDS, KerasBackend
 from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
+from defectscope.inference.scores import softmax
 
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "onnx-int8")
 MAX_INT8_ACCURACY_LOSS = 0.003
@@ -41,12 +42,13 @@ def run_folder_of(model_file: Path) -> Path:
     return model_file.parent.parent if model_file.parent.name == "weights" else model_file.parent
 
 
-def _calibration_batches(data: str, image_size: int, count: int, seed: int = 0):
+def _calibration_batches(data: str, image_size: int, count: int, resize: str, seed: int = 0):
     """Up to ``count`` un-augmented training images, shuffled, one at a time (float32)."""
     dataset = create_dataset(
         data,
         "train",
         image_size=image_size,
+        resize=resize,
         batch_size=1,
         training=True,
         augment=_no_augmentation(),
@@ -59,7 +61,9 @@ def _calibration_batches(data: str, image_size: int, count: int, seed: int = 0):
 
 
 def _no_augmentation() -> AugmentConfig:
-    return AugmentConfig(flip=False, rotate90=False, brightness=0, contrast=0)
+    return AugmentConfig(
+        flip=False, rotate90=False, brightness=0, contrast=0, noise_prob=0, blur_prob=0
+    )
 
 
 def _write_savedmodel(keras_model, folder: Path) -> Path:
@@ -135,13 +139,24 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
     return target
 
 
-def check_parity(reference, candidate, data: str, image_size: int, split: str) -> dict:
+def check_parity(
+    reference,
+    candidate,
+    data: str,
+    image_size: int,
+    split: str,
+    resize: str = "stretch",
+    logits: bool = False,
+) -> dict:
     """Top-1 agreement, max probability difference and both accuracies on one split."""
     agree = total = ref_correct = cand_correct = 0
     max_diff = 0.0
-    for images, labels in create_dataset(data, split, image_size=image_size, batch_size=32):
+    dataset = create_dataset(data, split, image_size=image_size, batch_size=32, resize=resize)
+    for images, labels in dataset:
         batch = images.numpy()
         expected, actual = reference.predict(batch), candidate.predict(batch)
+        if logits:
+            expected, actual = softmax(expected), softmax(actual)
         labels = labels.numpy()
         agree += int((expected.argmax(1) == actual.argmax(1)).sum())
         ref_correct += int((expected.argmax(1) == labels).sum())
@@ -261,7 +276,8 @@ def export_model(
     reference.predict(np.zeros((1, size, size, 3), np.float32))  # Keras exports called models
     calibration = None
     if fmt.endswith("int8"):
-        calibration = lambda: _calibration_batches(data, size, calibration_images)  # noqa: E731
+        resize = source.get("resize", "stretch")
+        calibration = lambda: _calibration_batches(data, size, calibration_images, resize)  # noqa: E731
     with _staged(folder) as staging:
         artefact = _write_artefact(fmt, reference.model, staging, calibration)
         metadata = {
@@ -274,7 +290,9 @@ def export_model(
         }
         if parity:
             candidate = BACKENDS[fmt.removesuffix("-int8")](artefact, metadata)
-            figures = check_parity(reference, candidate, data, size, split)
+            resize = source.get("resize", "stretch")
+            logits = source.get("output") == "logits"
+            figures = check_parity(reference, candidate, data, size, split, resize, logits)
             metadata.update(_checked_parity(fmt, figures, split))
         atomic_write_json(staging / METADATA_NAME, metadata)
     log.info("exported %s -> %s", fmt, folder)

@@ -1,8 +1,9 @@
 """``defectscope serve``: a FastAPI service and a small web page around any loaded model.
 
 ``POST /predict`` takes a multipart upload (field ``file``) or the raw image bytes, and answers
-``{label, confidence, probabilities, model, latency_ms}`` (``?explain=1`` adds a Grad-CAM overlay
-as a base64 PNG). Limits, each configurable (:class:`ServiceConfig`):
+``{label, confidence, probabilities, unknown, unknown_score, model, latency_ms}``, plus
+``defect`` and ``defect_score`` for a model with an OK class (``?explain=1`` adds a Grad-CAM
+overlay as a base64 PNG). Limits, each configurable (:class:`ServiceConfig`):
 
 - uploads above ``max_upload_bytes`` get 413 as soon as the body passes the limit (nothing past
   it is buffered); images above ``max_pixels`` 415; non-images 415 with the reason;
@@ -98,8 +99,13 @@ class Predictor:
             "label": prediction.label,
             "confidence": prediction.confidence,
             "probabilities": dict(prediction.top_k),
+            "unknown": prediction.unknown,
+            "unknown_score": prediction.unknown_score,
             "model": model_summary(self.classifier),
         }
+        if prediction.defect is not None:
+            answer["defect"] = prediction.defect
+            answer["defect_score"] = prediction.defect_score
         if heatmap is not None:
             answer["heatmap_png_base64"] = base64.b64encode(overlay_png(image, heatmap)).decode()
         answer["latency_ms"] = round(1000 * (time.perf_counter() - started), 2)

@@ -149,12 +149,13 @@ def parse_severities(text: str) -> list[int]:
     return sorted(set(levels))
 
 
-def robustness(predict_batch, source, image_size: int, names, severities, batch_size: int = 32):
-    """``{corruption: {severity: accuracy}}`` and the mean over all of them."""
-    batches = [
-        (images, labels.numpy())
-        for images, labels in create_dataset(source, image_size=image_size, batch_size=batch_size)
-    ]
+def robustness(classifier, source, names, severities, batch_size: int = 32):
+    """``{corruption: {severity: accuracy}}`` of a classifier and the mean over all of them."""
+    predict_batch = classifier.predict_arrays
+    dataset = create_dataset(
+        source, image_size=classifier.image_size, batch_size=batch_size, resize=classifier.resize
+    )
+    batches = [(images, labels.numpy()) for images, labels in dataset]
     table: dict[str, dict[str, float]] = {}
     for name in names:
         table[name] = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.data.layout import discover_dataset
+from defectscope.data.discovery import discover_dataset
 from defectscope.data.pipeline import DataSource, create_dataset, is_tfrecord_folder
 from defectscope.data.records import iter_records
 from defectscope.data.tfrecord_features import example_to_record
@@ -40,7 +40,11 @@ def pointing_game(classifier: Classifier, source: DataSource, batch_size: int = 
     boxes = boxes_by_source_id(source)
     hits: dict[str, list[bool]] = defaultdict(list)
     dataset = create_dataset(
-        source, image_size=classifier.image_size, batch_size=batch_size, with_ids=True
+        source,
+        image_size=classifier.image_size,
+        batch_size=batch_size,
+        with_ids=True,
+        resize=classifier.resize,
     )
     for images, labels, ids in dataset:
         maps = classifier.explain(images, labels)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 
 from defectscope.data.pipeline import DataSource, create_dataset
 
-MAX_KEPT_MISTAKES = 64
+MAX_KEPT_MISTAKES = 64  # the most confident mistakes are kept as pictures
 
 
 @dataclass
@@ -26,27 +21,40 @@ class EvaluationResult:
     probabilities: np.ndarray  # (N, C) float
     source_ids: list[str]
     mistake_images: dict[str, np.ndarray] = field(default_factory=dict)  # id -> uint8 image
+    logits: np.ndarray | None = None  # (N, C) for a model that outputs logits
 
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
 
-def predict_source(
-    predict_batch, source: DataSource, image_size: int, batch_size: int = 32
-) -> EvaluationResult:
-    """Run ``predict_batch`` (images in [0, 255] -> probabilities) over every image of a split."""
-    dataset = create_dataset(source, image_size=image_size, batch_size=batch_size, with_ids=True)
-    labels, probabilities, ids = [], [], []
-    mistakes: dict[str, np.ndarray] = {}
+def predict_source(classifier, source: DataSource, batch_size: int = 32) -> EvaluationResult:
+    """Run ``classifier`` over every image of a split: probabilities (and logits), labels, ids,
+    and pictures of the most confident mistakes."""
+    dataset = create_dataset(
+        source,
+        image_size=classifier.image_size,
+        batch_size=batch_size,
+        with_ids=True,
+        resize=classifier.resize,
+    )
+    labels, probabilities, logits, ids = [], [], [], []
+    kept: list[tuple[float, str, np.ndarray]] = []  # a heap of the most confident mistakes
     for images, batch_labels, batch_ids in dataset:
-        batch_probabilities = np.asarray(predict_batch(images))
+        batch_probabilities, batch_logits = classifier.predict_outputs(images)
+        logits.append(batch_logits)
         batch_labels = batch_labels.numpy()
         wrong = np.flatnonzero(batch_probabilities.argmax(axis=1) != batch_labels)
         for index in wrong:
-            if len(mistakes) < MAX_KEPT_MISTAKES:
-                image = np.clip(images[index].numpy(), 0, 255).astype(np.uint8)
-                mistakes[batch_ids[index].numpy().decode()] = image
+            confidence = float(batch_probabilities[index].max())
+            if len(kept) == MAX_KEPT_MISTAKES and confidence <= kept[0][0]:
+                continue
+            image = np.clip(images[index].numpy(), 0, 255).astype(np.uint8)
+            entry = (confidence, batch_ids[index].numpy().decode(), image)
+            if len(kept) < MAX_KEPT_MISTAKES:
+                heapq.heappush(kept, entry)
+            else:
+                heapq.heapreplace(kept, entry)
         labels.append(batch_labels)
         probabilities.append(batch_probabilities)
         ids.extend(i.decode() for i in batch_ids.numpy())
@@ -55,12 +63,21 @@ def predict_source(
         labels=np.concatenate(labels),
         probabilities=np.concatenate(probabilities),
         source_ids=ids,
-        mistake_images=mistakes,
+        mistake_images={source_id: image for _, source_id, image in kept},
+        logits=None if logits[0] is None else np.concatenate(logits),
     )
 
 
 def compute_metrics(result: EvaluationResult) -> dict:
     """``metrics.json`` content: accuracy, macro F1, confusion matrix (rows = true), per class."""
+    from sklearn.metrics import (  # scikit-learn takes a second to import: only when needed
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
     indices = list(range(len(result.classes)))
     y_true, y_pred = result.labels, result.predictions
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -68,6 +85,9 @@ def compute_metrics(result: EvaluationResult) -> dict:
     )
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred))
+        if len(set(y_true.tolist())) > 1
+        else float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(
             f1_score(y_true, y_pred, labels=indices, average="macro", zero_division=0)
         ),

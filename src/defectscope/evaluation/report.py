@@ -10,6 +10,7 @@ import numpy as np
 
 from defectscope.core.atomic_io import atomic_path, atomic_write_json, atomic_write_text
 from defectscope.core.spreadsheet import safe_cell
+from defectscope.core.text import plural
 from defectscope.evaluation.metrics import EvaluationResult, compute_metrics, misclassified_rows
 
 
@@ -54,9 +55,13 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path) ->
 
 
 def plot_misclassified(result: EvaluationResult, rows: list[dict], path: Path) -> Path:
-    """A grid of the wrong images, titled true -> predicted (confidence)."""
+    """A grid of the wrong images, the most confident first, titled true -> predicted
+    (confidence), under a heading that says how many of the mistakes it shows."""
     plt = _pyplot()
-    shown = [r for r in rows if r["source_id"] in result.mistake_images]
+    shown = sorted(
+        (r for r in rows if r["source_id"] in result.mistake_images),
+        key=lambda row: -row["confidence"],
+    )
     columns = min(6, max(1, len(shown)))
     lines = max(1, -(-len(shown) // columns))
     figure, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.9 * lines), squeeze=False)
@@ -71,9 +76,45 @@ def plot_misclassified(result: EvaluationResult, rows: list[dict], path: Path) -
         )
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    elif len(shown) < len(rows):
+        heading = f"showing the {len(shown)} most confident of {len(rows)} mistakes"
+        figure.suptitle(heading, fontsize=11)
+    else:
+        figure.suptitle(f"all {plural(len(rows), 'mistake')}", fontsize=11)
     figure.tight_layout()
     _save(figure, path)
     return path
+
+
+def _decision_lines(metrics: dict) -> list[str]:
+    lines = []
+    view = metrics.get("defect_vs_ok")
+    if view:
+        lines.append(
+            f"- defect vs OK (`{view['ok_class']}`, threshold {view['threshold']:.4f} chosen on "
+            f"{view['chosen_on']} for at most {view['max_escape_rate']:.1%} escapes): escapes "
+            f"{view['escapes']}/{view['defects']} ({view['escape_rate']:.2%}), false rejects "
+            f"{view['false_rejects']}/{view['oks']} ({view['false_reject_rate']:.2%})"
+        )
+    unknown = metrics.get("unknown")
+    if unknown:
+        lines.append(
+            f'- answered "unknown": {unknown["flagged"]} ({unknown["flagged_rate"]:.1%}) '
+            f"at threshold {unknown['threshold']:.4f}"
+        )
+    return lines
+
+
+def _provenance(metrics: dict) -> list[str]:
+    """Which images chose the model and which measured it, when a training run says so."""
+    if "measured_on" not in metrics:
+        return []
+    lines = [f"- measured on: {metrics['measured_on']}; chosen on: {metrics['selected_on']}"]
+    if metrics.get("selection_is_validation"):
+        lines.append("- the model was chosen on the reported split: this figure is selected")
+    if metrics.get("head_validation_accuracy") is not None:
+        lines.append(f"- phase 1 alone (head): {metrics['head_validation_accuracy']:.2%}")
+    return lines
 
 
 def markdown_report(metrics: dict, title: str) -> str:
@@ -82,8 +123,11 @@ def markdown_report(metrics: dict, title: str) -> str:
         f"# {title}",
         "",
         f"- accuracy: **{metrics['accuracy']:.2%}** ({correct}/{metrics['num_images']}, "
-        f"{metrics['num_errors']} errors)",
+        f"{plural(metrics['num_errors'], 'error')})",
+        f"- balanced accuracy (mean recall of the classes): **{metrics['balanced_accuracy']:.2%}**",
         f"- macro F1: **{metrics['macro_f1']:.4f}**",
+        *_provenance(metrics),
+        *_decision_lines(metrics),
         "",
         "| class | precision | recall | F1 | support |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -114,6 +158,7 @@ EVALUATION_FILES = frozenset(
         "misclassified.png",
         "robustness.json",
         "robustness.png",
+        "defect_curves.png",
     }
 )
 
@@ -124,12 +169,15 @@ def is_evaluation_file(path: Path) -> bool:
 
 
 def write_evaluation(
-    result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation"
+    result: EvaluationResult,
+    out_dir: str | Path,
+    title: str = "Evaluation",
+    context: dict | None = None,
 ) -> dict:
     """Write every evaluation file into ``out_dir`` (atomically) and return the metrics."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = compute_metrics(result)
+    metrics = {**compute_metrics(result), **(context or {})}
     rows = misclassified_rows(result)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion_matrix(
@@ -155,13 +203,36 @@ def plot_training_curves(results: list[dict[str, str]], path: str | Path) -> Pat
         rows = [r for r in results if r["phase"] == phase]
         x = [int(r["epoch"]) for r in rows]
         for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-            for prefix, style in (("", "-"), ("val_", "--")):
-                values = [float(r[prefix + key]) if r[prefix + key] else np.nan for r in rows]
-                ax.plot(x, values, style, marker="." if len(x) < 30 else None, label=prefix + key)
+            for prefix, style in (("", "-"), ("selection_", "--")):
+                column = prefix + key
+                values = [float(r[column]) if r.get(column) else np.nan for r in rows]
+                ax.plot(x, values, style, marker="." if len(x) < 30 else None, label=column)
             ax.set_xlabel(f"{phase} epoch")
             ax.set_title(f"{phase}: {key}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
+    figure.tight_layout()
+    _save(figure, Path(path))
+    return Path(path)
+
+
+def plot_defect_curves(shapes: dict, threshold: float, path: str | Path) -> Path:
+    """ROC and precision-recall curves of the defect score, side by side."""
+    plt = _pyplot()
+    figure, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
+    roc, pr = shapes["roc"], shapes["pr"]
+    roc_ax.plot(roc["fpr"], roc["tpr"])
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey")
+    roc_ax.set_xlabel("false-reject rate (OK called defect)")
+    roc_ax.set_ylabel("defects caught (1 - escape rate)")
+    roc_ax.set_title(f"ROC, area {roc['auc']:.4f}")
+    pr_ax.plot(pr["recall"], pr["precision"])
+    pr_ax.set_xlabel("recall of defects")
+    pr_ax.set_ylabel("precision of defect calls")
+    pr_ax.set_title(f"precision-recall, average precision {pr['average_precision']:.4f}")
+    for ax in (roc_ax, pr_ax):
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"defect vs OK (operating threshold {threshold:.4f})", fontsize=10)
     figure.tight_layout()
     _save(figure, Path(path))
     return Path(path)

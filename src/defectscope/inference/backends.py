@@ -97,6 +97,10 @@ class TFLiteBackend:
         self._batch = -1
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return next(iter(self.predict_outputs(images).values()))
+
+    def predict_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector has two: box regression and class logits)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.shape[0] != self._batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
@@ -104,7 +108,10 @@ class TFLiteBackend:
             self._batch = images.shape[0]
         self.interpreter.set_tensor(self.input["index"], images)
         self.interpreter.invoke()
-        return np.array(self.interpreter.get_tensor(self.output["index"]))
+        return {
+            detail["name"]: np.array(self.interpreter.get_tensor(detail["index"]))
+            for detail in self.interpreter.get_output_details()
+        }
 
 
 class OnnxBackend:
@@ -126,8 +133,13 @@ class OnnxBackend:
         self.output_size = int(self.session.get_outputs()[0].shape[-1])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return next(iter(self.predict_outputs(images).values()))
+
+    def predict_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector has two: box regression and class logits)."""
         feed = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
-        return self.session.run(None, feed)[0]
+        names = [output.name for output in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, feed), strict=True))
 
 
 BACKENDS: dict[str, type] = {

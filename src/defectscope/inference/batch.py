@@ -8,38 +8,49 @@ and ``shard`` keeps one machine's part of the inputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.core.errors import ConfigError, RunFolderError
 from defectscope.core.files import prepare_output_folder
-from defectscope.inference.classifier import Classifier, Prediction, PredictionBatch
+from defectscope.inference.classifier import Classifier, Prediction, PredictionBatch, load_model
 from defectscope.inference.explain import overlay_png
-from defectscope.inference.sources import Shard, stream_sources
+from defectscope.inference.sources import Shard, SourceItem, stream_sources
 from defectscope.inference.writers import FORMATS, PredictionWriter, partial_path, skip_scored
 
 
 @dataclass
 class JobSummary:
-    """What a prediction job did."""
+    """What a prediction job did. ``rows`` counts every row of the results, including a row per
+    source that gave no image (``missing_sources``: a missing file, an empty folder...)."""
 
     rows: int = 0
     predicted: int = 0
+    missing_sources: int = 0
     heatmaps: int = 0
     out: Path | None = None
     already_complete: bool = False
 
     @property
+    def images(self) -> int:
+        return self.rows - self.missing_sources
+
+    @property
     def failed(self) -> int:
-        return self.rows - self.predicted
+        return self.images - self.predicted
 
     def to_dict(self) -> dict:
         return {
             "rows": self.rows,
+            "images": self.images,
             "predicted": self.predicted,
             "failed": self.failed,
+            "missing_sources": self.missing_sources,
             "heatmaps": self.heatmaps,
             "out": str(self.out) if self.out else None,
             "already_complete": self.already_complete,
@@ -67,10 +78,9 @@ def _is_heatmap(path: Path) -> bool:
 class _HeatmapWriter:
     """``<stem>_gradcam.png`` overlays of the predicted images, one name per image."""
 
-    def __init__(self, classifier: Classifier, folder: Path, overwrite: bool) -> None:
+    def __init__(self, classifier: Classifier, folder: Path) -> None:
         self.classifier, self.folder = classifier, folder
         self.used: set[str] = set()
-        prepare_output_folder(folder, "heatmaps", _is_heatmap, overwrite)
 
     def write(self, batch: PredictionBatch) -> int:
         if not len(batch.images):
@@ -85,8 +95,35 @@ class _HeatmapWriter:
         return len(maps)
 
 
+def _counted(items: Iterable[SourceItem], summary: JobSummary) -> Iterator[SourceItem]:
+    for item in items:
+        summary.missing_sources += isinstance(item, tuple)
+        yield item
+
+
+def _batches(
+    model: Classifier | str | Path, items: Iterator[SourceItem], batch_size: int, top_k: int
+) -> Iterator[tuple[Classifier | None, PredictionBatch]]:
+    """Prediction batches; the model is loaded only once an image path turns up, so sources
+    that hold no image (an empty folder, a missing file) cost no model load."""
+    leading: list[tuple[str, str]] = []
+    first = next(items, None)
+    while isinstance(first, tuple):
+        leading.append(first)
+        first = next(items, None)
+    if first is None:
+        rows = [Prediction(path=source, error=error) for source, error in leading]
+        yield None, PredictionBatch(rows, np.zeros((0, 1, 1, 3), np.float32))
+        return
+    classifier = model if isinstance(model, Classifier) else load_model(model)
+    for batch in classifier.iter_batches(
+        itertools.chain(leading, [first], items), batch_size, top_k
+    ):
+        yield classifier, batch
+
+
 def predict_files(
-    classifier: Classifier,
+    model: Classifier | str | Path,
     sources: Iterable[str | Path] = (),
     paths_from: Iterable[str | Path] = (),
     *,
@@ -99,7 +136,8 @@ def predict_files(
     on_prediction: Callable[[Prediction], None] | None = None,
     overwrite: bool = False,
 ) -> JobSummary:
-    """Predict files, folders (recursive), globs and listed paths, in input order.
+    """Predict files, folders (recursive), globs and listed paths, in input order, with a
+    loaded :class:`Classifier` or a model path (loaded once an image turns up).
 
     A file that cannot be read gets a row with its error; the rest go on. With ``out`` the rows
     go to a results file (.csv, .json, .jsonl, .parquet) that appears only when complete;
@@ -111,15 +149,17 @@ def predict_files(
         return JobSummary(out=out, already_complete=True)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
-    writer = PredictionWriter(out) if out is not None else None
-    heatmaps = _HeatmapWriter(classifier, Path(explain_dir), overwrite) if explain_dir else None
+    if explain_dir:
+        prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
     summary = JobSummary(out=out)
-    items = stream_sources(sources, paths_from, shard)
+    writer = PredictionWriter(out) if out is not None else None
+    items = _counted(stream_sources(sources, paths_from, shard), summary)
     if writer is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         items = skip_scored(items, writer.start(resume))
+    heatmaps: _HeatmapWriter | None = None
     try:
-        for batch in classifier.iter_batches(items, batch_size, top_k):
+        for classifier, batch in _batches(model, iter(items), batch_size, top_k):
             for prediction in batch.predictions:
                 if writer is not None:
                     writer.add(prediction)
@@ -127,7 +167,8 @@ def predict_files(
                 summary.predicted += prediction.ok
                 if on_prediction is not None:
                     on_prediction(prediction)
-            if heatmaps is not None:
+            if explain_dir and classifier is not None:
+                heatmaps = heatmaps or _HeatmapWriter(classifier, Path(explain_dir))
                 summary.heatmaps += heatmaps.write(batch)
     except BaseException:
         if writer is not None:

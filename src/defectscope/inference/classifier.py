@@ -17,24 +17,39 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.errors import ConfigError
+from defectscope.core.tf_import import import_tensorflow_quietly
 from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_pixels
 from defectscope.data.pipeline import prepare_image_bytes, resize_for_model
 from defectscope.inference.backends import Backend, open_backend
 from defectscope.inference.explain import GradCam, keras_model_for
 from defectscope.inference.model_files import ModelLoadError, locate_model, read_metadata
+from defectscope.inference.scores import softmax, unknown_scores
 from defectscope.inference.sources import SourceItem
 
 log = logging.getLogger(__name__)
 
 
+UNKNOWN = "unknown"
+
+
 @dataclass
 class Prediction:
-    """One image's result; ``error`` is empty when the image was predicted."""
+    """One image's result; ``error`` is empty when the image was predicted.
+
+    ``label`` is the most probable class, or ``unknown`` when the image is unlike the training
+    images (``unknown_score`` above the model's threshold; ``top_k`` still lists the classes).
+    With an operating point (a model with an OK class) ``defect`` says defect or OK at the
+    chosen escape rate (an unknown image counts as a defect: it is not passed unseen).
+    """
 
     path: str
     label: str = ""
     confidence: float = 0.0
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    defect: bool | None = None
+    defect_score: float | None = None
+    unknown: bool = False
+    unknown_score: float | None = None
     error: str = ""
 
     @property
@@ -66,6 +81,8 @@ class Classifier:
         self.backend, self.metadata = backend, backend.metadata
         self.classes: list[str] = list(self.metadata["classes"])
         self.image_size = int(self.metadata["image_size"])
+        self.resize = str(self.metadata.get("resize", "stretch"))
+        self.gives_logits = self.metadata.get("output") == "logits"  # else probabilities
         self.path = backend.path
         self._gradcam: GradCam | None = None
         if len(self.classes) != backend.output_size:
@@ -79,34 +96,64 @@ class Classifier:
     def backend_name(self) -> str:
         return self.backend.name
 
+    def predict_outputs(self, images) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(N, C)`` and logits (None for a model that outputs probabilities)
+        of float images ``(N, S, S, 3)`` in [0, 255]."""
+        outputs = self.backend.predict(np.asarray(images, dtype=np.float32))
+        return (softmax(outputs), outputs) if self.gives_logits else (outputs, None)
+
     def predict_arrays(self, images) -> np.ndarray:
         """Probabilities ``(N, C)`` for float images ``(N, S, S, 3)`` in [0, 255]."""
-        return self.backend.predict(np.asarray(images, dtype=np.float32))
+        return self.predict_outputs(images)[0]
+
+    def unknown_scores(self, probabilities: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
+        """How unlike the training images each image is, by the model's own score."""
+        kind = (self.metadata.get("unknown") or {}).get("score", "msp")
+        return unknown_scores(kind, probabilities, logits)
 
     def predictions(self, names: list[str], images, top_k: int = 3) -> list[Prediction]:
         """Predict decoded images and name the top ``top_k`` classes of each."""
         if top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {top_k!r}")
         top_k = min(top_k, len(self.classes))
-        rows = self.predict_arrays(images) if len(names) else np.zeros((0, len(self.classes)))
-        results = []
-        for name, row in zip(names, rows, strict=True):
-            order = np.argsort(row)[::-1][:top_k]
-            results.append(
-                Prediction(
-                    path=name,
-                    label=self.classes[int(order[0])],
-                    confidence=float(row[int(order[0])]),
-                    top_k=[(self.classes[int(i)], float(row[int(i)])) for i in order],
-                )
-            )
-        return results
+        if not len(names):
+            return []
+        probabilities, logits = self.predict_outputs(images)
+        unusual = self.unknown_scores(probabilities, logits)
+        return [
+            self._decide(name, row, float(score), top_k)
+            for name, row, score in zip(names, probabilities, unusual, strict=True)
+        ]
+
+    def _decide(self, name: str, row: np.ndarray, unusual: float, top_k: int) -> Prediction:
+        """The answer for one row of probabilities, with the model's thresholds applied."""
+        order = np.argsort(row)[::-1][:top_k]
+        best = int(order[0])
+        prediction = Prediction(
+            path=name,
+            label=self.classes[best],
+            confidence=float(row[best]),
+            top_k=[(self.classes[int(i)], float(row[int(i)])) for i in order],
+        )
+        unknown = self.metadata.get("unknown")
+        if unknown:
+            prediction.unknown_score = unusual
+            prediction.unknown = unusual > float(unknown["threshold"])
+            if prediction.unknown:
+                prediction.label = UNKNOWN
+        point = self.metadata.get("operating_point")
+        if point:
+            ok_index = self.classes.index(point["ok_class"])
+            prediction.defect_score = float(1.0 - row[ok_index])
+            over = prediction.defect_score >= float(point["threshold"])
+            prediction.defect = bool(over or prediction.unknown)
+        return prediction
 
     def prepare_bytes(
         self, data: bytes, name: str = "upload", max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> np.ndarray:
         """Encoded bytes -> the ``(S, S, 3)`` float image this model takes."""
-        return prepare_image_bytes(data, self.image_size, name, max_pixels)
+        return prepare_image_bytes(data, self.image_size, name, max_pixels, self.resize)
 
     def predict_bytes(self, data: bytes, name: str = "upload", top_k: int = 3) -> Prediction:
         """Predict one encoded image; an unreadable one gives a Prediction with ``error``."""
@@ -137,7 +184,8 @@ class Classifier:
         ``paths`` may be lazy (see :func:`~defectscope.inference.sources.stream_sources`); an
         item ``(source, error)`` passes through as an error row.
         """
-        for names, images, errors in stream_images(paths, self.image_size, batch_size):
+        stream = stream_images(paths, self.image_size, batch_size, self.resize)
+        for names, images, errors in stream:
             readable = [index for index, error in enumerate(errors) if not error]
             ok_images = images[readable]
             predicted = iter(self.predictions([names[i] for i in readable], ok_images, top_k))
@@ -156,7 +204,7 @@ class Classifier:
         The explaining Keras model (this one, or an export's source model) is loaded once.
         """
         if self._gradcam is None:
-            self._gradcam = GradCam(keras_model_for(self.backend))
+            self._gradcam = GradCam(keras_model_for(self.backend), self.gives_logits)
         return self._gradcam.heatmaps(images, class_indices)[0]
 
 
@@ -178,7 +226,9 @@ def _pixel_reader(image_size: int):
     return read
 
 
-def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size: int):
+def stream_images(
+    paths: Iterable[SourceItem | str], image_size: int, batch_size: int, resize: str = "stretch"
+):
     """Batches ``(names, images, errors)``: lists of str, a float32 array, ``""`` when readable.
 
     A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead.
@@ -207,7 +257,9 @@ def stream_images(paths: Iterable[SourceItem | str], image_size: int, batch_size
         reason.set_shape([])
         blank = tf.zeros([image_size, image_size, 3], tf.float32)
         image = tf.cond(
-            tf.equal(reason, b""), lambda: resize_for_model(pixels, image_size), lambda: blank
+            tf.equal(reason, b""),
+            lambda: resize_for_model(pixels, image_size, resize),
+            lambda: blank,
         )
         return path, image, reason
 
@@ -228,4 +280,6 @@ def load_model(path: str | Path) -> Classifier:
     Keras files load in safe mode: a model that would run arbitrary code is refused.
     """
     location = locate_model(path)
-    return Classifier(open_backend(location, read_metadata(location)))
+    metadata = read_metadata(location)
+    import_tensorflow_quietly()
+    return Classifier(open_backend(location, metadata))

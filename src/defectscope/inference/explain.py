@@ -26,11 +26,13 @@ from defectscope.models.xception import (
 
 
 class GradCam:
-    """Heatmaps for batches of float images in [0, 255] at the model's input size."""
+    """Heatmaps for batches of float images in [0, 255] at the model's input size, from the
+    gradient of the class's logit (its probability for an older model without logits)."""
 
-    def __init__(self, keras_model) -> None:
+    def __init__(self, keras_model, logits: bool = True) -> None:
         import keras
 
+        self.logits = logits  # the model's last layer gives logits (else probabilities)
         inputs = keras.Input(keras_model.input_shape[1:], name="image")
         x = keras_model.get_layer(SCALING_NAME)(inputs)
         feature_map = keras_model.get_layer(BACKBONE_NAME)(x, training=False)
@@ -45,10 +47,11 @@ class GradCam:
 
         images = tf.convert_to_tensor(images, tf.float32)
         with tf.GradientTape() as tape:
-            feature_map, probabilities = self.model(images, training=False)
+            feature_map, scores = self.model(images, training=False)
             if class_indices is None:
-                class_indices = tf.argmax(probabilities, axis=1)
-            chosen = tf.gather(probabilities, tf.cast(class_indices, tf.int32), batch_dims=1)
+                class_indices = tf.argmax(scores, axis=1)
+            chosen = tf.gather(scores, tf.cast(class_indices, tf.int32), batch_dims=1)
+        probabilities = tf.nn.softmax(scores) if self.logits else scores
         gradients = tape.gradient(chosen, feature_map)
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         cams = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))

@@ -66,16 +66,21 @@ def read_metadata(location: ModelLocation) -> dict:
     return metadata
 
 
-def write_model_metadata(folder: Path, classes: list[str], image_size: int, **extra) -> None:
+def write_model_metadata(
+    folder: Path, classes: list[str], image_size: int, resize: str = "stretch", **extra
+) -> None:
     """``metadata.json`` beside a model: what any loader needs to use it."""
+    how = "stretched to" if resize == "stretch" else "letterboxed (aspect kept, black padding) in"
     atomic_write_json(
         folder / METADATA_NAME,
         {
             "classes": list(classes),
             "image_size": image_size,
+            "resize": resize,
+            "output": "logits",
             "channels": 3,
             "input": "float32 RGB in [0, 255], shape (N, size, size, 3); scaling is in the model",
-            "preprocessing": "canonical decode -> RGB uint8 -> bilinear resize (antialias)",
+            "preprocessing": f"canonical decode -> RGB uint8 -> {how} the square (antialias)",
             "defectscope_version": __version__,
             **extra,
         },

@@ -21,7 +21,17 @@ from defectscope.core.spreadsheet import safe_row
 from defectscope.inference.classifier import Prediction
 from defectscope.inference.sources import SourceItem
 
-CSV_COLUMNS = ("path", "label", "confidence", "top_k", "error")
+CSV_COLUMNS = (
+    "path",
+    "label",
+    "confidence",
+    "top_k",
+    "defect",
+    "defect_score",
+    "unknown",
+    "unknown_score",
+    "error",
+)
 FORMATS = (".csv", ".json", ".jsonl", ".parquet")
 log = logging.getLogger(__name__)
 
@@ -149,8 +159,24 @@ def _write_csv(rows: Iterator[dict], target: Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for row in rows:
             top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in row["top_k"])
-            confidence = "" if row["error"] else f"{row['confidence']:.6f}"
-            writer.writerow(safe_row([row["path"], row["label"], confidence, top, row["error"]]))
+            cells = {
+                **row,
+                "top_k": top,
+                "confidence": "" if row["error"] else f"{row['confidence']:.6f}",
+                "defect": _flag(row.get("defect")),
+                "defect_score": _number(row.get("defect_score")),
+                "unknown": "" if row["error"] else _flag(row.get("unknown")),
+                "unknown_score": _number(row.get("unknown_score")),
+            }
+            writer.writerow(safe_row([cells.get(column, "") for column in CSV_COLUMNS]))
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else str(bool(value)).lower()
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _write_parquet(rows: Iterator[dict], target: Path, group_rows: int = 10_000) -> None:
@@ -164,6 +190,10 @@ def _write_parquet(rows: Iterator[dict], target: Path, group_rows: int = 10_000)
             ("label", pa.string()),
             ("confidence", pa.float64()),
             ("top_k", top),
+            ("defect", pa.bool_()),
+            ("defect_score", pa.float64()),
+            ("unknown", pa.bool_()),
+            ("unknown_score", pa.float64()),
             ("error", pa.string()),
         ]
     )

@@ -17,6 +17,7 @@ import yaml
 from defectscope.core.atomic_io import atomic_write_text
 from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
+from defectscope.data.pipeline import check_resize
 from defectscope.training.distribute import DistributeConfig
 
 
@@ -31,14 +32,14 @@ class HeadPhaseConfig:
 
 @dataclass
 class FineTunePhaseConfig:
-    """Phase 2: top blocks unfrozen (BatchNorm in inference mode), augmentation on."""
+    """Phase 2: top blocks unfrozen (BatchNorm frozen: inference mode), augmentation on."""
 
-    epochs: int = 8
+    epochs: int = 5
     learning_rate: float = 2e-4  # peak of the cosine schedule
     warmup_epochs: float = 0.5
     unfreeze_from: str = "block9"  # an Xception block, "all" or "none" (skip phase 2)
-    patience: int = 3  # early stopping on validation accuracy
-    label_smoothing: float = 0.1
+    patience: int = 2  # early stopping on selection accuracy
+    label_smoothing: float = 0.0  # > 0 makes the selection cross-entropy favour phase 1
 
 
 @dataclass
@@ -48,9 +49,14 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/train"
     train_split: str = "train"
-    val_split: str = "validation"
+    val_split: str = "validation"  # measured once, at the end; never chosen on
+    selection_fraction: float = 0.1  # of the training split, stratified: chooses epochs
+    ok_class: str = "auto"  # the "no defect" class: a name, "auto" (ok, good, ...) or "none"
+    max_escape_rate: float = 0.01  # defects the operating point may call OK (on selection)
+    unknown_keep: float = 0.95  # share of selection images not called "unknown"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a .weights.h5 file
     image_size: int = 200
+    resize: str = "stretch"  # to the square input: "stretch" or "letterbox" (aspect kept)
     batch_size: int = 16  # per replica: the global batch is batch_size x replicas
     dropout: float = 0.5
     seed: int = 0
@@ -69,6 +75,11 @@ class TrainConfig:
         for name in ("image_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        check_resize(self.resize)
+        if not 0.0 <= self.selection_fraction < 0.5:
+            raise ConfigError(
+                f"selection_fraction must be in [0, 0.5), got {self.selection_fraction!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -181,6 +181,7 @@ def _training_epoch(config, train: DataSource, epoch: int, batch_size: int, part
     return create_dataset(
         train,
         image_size=config.image_size,
+        resize=config.resize,
         batch_size=batch_size,
         training=True,
         augment=config.augment,
@@ -202,7 +203,9 @@ def single_worker_inputs(
         first_epoch,
         config.finetune.epochs,
     )
-    val_data = create_dataset(val, image_size=config.image_size, batch_size=global_batch)
+    val_data = create_dataset(
+        val, image_size=config.image_size, batch_size=global_batch, resize=config.resize
+    )
     steps = math.ceil(train.num_examples / global_batch)
     return FitInputs(train_data, val_data.map(one_hot), replicas, global_batch, steps, class_weight)
 
@@ -247,7 +250,9 @@ def multi_worker_inputs(
 
     def val_fn(context):
         batch = context.get_per_replica_batch_size(global_batch)
-        dataset = create_dataset(val, image_size=config.image_size, batch_size=batch)
+        dataset = create_dataset(
+            val, image_size=config.image_size, batch_size=batch, resize=config.resize
+        )
         return dataset.map(_one_hot(num_classes))
 
     log.info(

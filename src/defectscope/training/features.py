@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_write_bytes
-from defectscope.data.pipeline import DataSource, create_dataset, read_manifest
+from defectscope.core.files import file_sha256
+from defectscope.core.progress import Progress
+from defectscope.data.pipeline import DataSource, create_dataset
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +43,36 @@ def _weights_identity(weights: str) -> str:
 
 def _source_identity(source: DataSource) -> str:
     if source.kind == "tfrecord":
-        shards = read_manifest(source.path)["splits"][source.split]["shards"]
-        return ",".join(s["sha256"] for s in shards)
+        shards = ",".join(file_sha256(path) for path in source.files)
+        if source.only is None:
+            return shards
+        subset = hashlib.sha256("\n".join(sorted(source.only)).encode()).hexdigest()
+        return f"{shards}|{subset}"
     return ",".join(source.files)
 
 
-def cache_key(source: DataSource, weights: str, image_size: int) -> str:
-    identity = json.dumps(
-        [_weights_identity(weights), image_size, source.split, _source_identity(source)]
-    )
+def cache_key(source: DataSource, weights: str, image_size: int, resize: str = "stretch") -> str:
+    parts = [_weights_identity(weights), image_size, source.split, _source_identity(source)]
+    identity = json.dumps(parts if resize == "stretch" else [*parts, resize])
     return hashlib.sha256(identity.encode()).hexdigest()[:20]
 
 
 def extract_features(
-    feature_model, source: DataSource, image_size: int, batch_size: int = 32
+    feature_model,
+    source: DataSource,
+    image_size: int,
+    batch_size: int = 32,
+    resize: str = "stretch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``feature_model`` over every image of ``source`` (no augmentation), in source order."""
-    dataset = create_dataset(source, image_size=image_size, batch_size=batch_size)
+    dataset = create_dataset(source, image_size=image_size, batch_size=batch_size, resize=resize)
     features, labels = [], []
+    counter = Progress(f"features of {source.split}", source.num_examples)
     for images, batch_labels in dataset:
         features.append(feature_model(images, training=False).numpy())
         labels.append(batch_labels.numpy())
+        counter.update(len(labels[-1]))
+    counter.close()
     return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int32)
 
 
@@ -72,9 +83,10 @@ def cached_features(
     image_size: int,
     cache_dir: Path,
     batch_size: int = 32,
+    resize: str = "stretch",
 ) -> CachedFeatures:
     """Features of ``source`` from ``cache_dir`` if present, else computed and stored atomically."""
-    path = cache_dir / f"{source.split}-{cache_key(source, weights, image_size)}.npz"
+    path = cache_dir / f"{source.split}-{cache_key(source, weights, image_size, resize)}.npz"
     if path.is_file():
         try:
             with np.load(path) as stored:
@@ -82,7 +94,7 @@ def cached_features(
         except (OSError, ValueError, KeyError) as err:
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)
     started = time.perf_counter()
-    features, labels = extract_features(feature_model, source, image_size, batch_size)
+    features, labels = extract_features(feature_model, source, image_size, batch_size, resize)
     seconds = time.perf_counter() - started
     buffer = io.BytesIO()
     np.savez(buffer, features=features, labels=labels)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
-import sys
 
+import numpy as np
+
+from defectscope.core.progress import on_terminal
 from defectscope.data.pipeline import DataSource
 from defectscope.models.xception import set_trainable_blocks
 from defectscope.training.callbacks import (
+    HEAD_PHASE,
+    NO_SCORE,
     BestCheckpoint,
     ChiefBackupAndRestore,
     EpochRandomState,
     ResultsLog,
+    StepProgress,
     read_results,
+    score_of_row,
 )
 from defectscope.training.config import TrainConfig
 from defectscope.training.distribute import (
@@ -29,7 +35,7 @@ log = logging.getLogger("defectscope.train")
 
 
 def _fit_verbosity() -> int:
-    return 1 if sys.stderr.isatty() else 0  # a progress bar on a terminal, log lines otherwise
+    return 1 if on_terminal() else 0  # a progress bar on a terminal, log lines otherwise
 
 
 def _compile(model, config: TrainConfig, inputs: FitInputs, strategy) -> None:
@@ -57,8 +63,13 @@ def _compile(model, config: TrainConfig, inputs: FitInputs, strategy) -> None:
         )
         model.compile(
             optimizer=keras.optimizers.Adam(schedule),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=phase.label_smoothing),
-            metrics=["accuracy"],
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=phase.label_smoothing
+            ),
+            metrics=[
+                "accuracy",
+                keras.metrics.CategoricalCrossentropy(name="xent", from_logits=True),
+            ],
             jit_compile=config.distribute.xla,
         )
 
@@ -68,32 +79,36 @@ def _callbacks(config: TrainConfig, run: RunFolder, chief: bool) -> list:
     import keras
 
     history = [r for r in read_results(run.results_file) if r["phase"] == "finetune"]
-    head_accuracy = run.read_state().head_val_accuracy
-    best = max(
-        [-1.0 if head_accuracy is None else head_accuracy]
-        + [float(r["val_accuracy"]) for r in history]
-    )
+    state = run.read_state()
+    head = NO_SCORE
+    if state.head_selection_accuracy is not None:
+        xent = state.head_selection_xent
+        head = (state.head_selection_accuracy, HEAD_PHASE, -(np.inf if xent is None else xent))
+    best = max([head] + [score_of_row(r) for r in history])
     callbacks = [
         BestCheckpoint(run.best_model, best, config.finetune.patience, write=chief),
         ChiefBackupAndRestore(str(run.backup_dir), write=chief),
         EpochRandomState(),
     ]
     if chief:
-        callbacks.insert(0, ResultsLog(run.results_file, "finetune", config.finetune.epochs))
+        epochs, terminal = config.finetune.epochs, on_terminal()
+        results = ResultsLog(run.results_file, "finetune", epochs, announce=not terminal)
+        callbacks.insert(0, results)
         logs = keras.callbacks.TensorBoard(str(run.logs_dir), write_graph=False, profile_batch=0)
         callbacks.append(logs)
+        if not terminal:  # Keras draws a bar on a terminal; a log file gets lines
+            callbacks.append(StepProgress("finetune", epochs))
     return callbacks
 
 
 def fine_tune(
-    model, config: TrainConfig, run: RunFolder, train: DataSource, val: DataSource, strategy
+    model, config: TrainConfig, run: RunFolder, train: DataSource, selection: DataSource, strategy
 ) -> None:
-    """Train the unfrozen blocks of ``model`` (built in ``strategy``'s scope when distributed).
-
-    Every worker runs this; only the chief writes.
-    """
+    """Train the unfrozen blocks of ``model`` (built in ``strategy``'s scope when distributed),
+    choosing the best epoch on ``selection``. Every worker runs this; only the chief writes."""
     chief = is_chief()
-    layers = set_trainable_blocks(model, config.finetune.unfreeze_from)
+    pretrained = str(config.weights).lower() != "none"
+    layers = set_trainable_blocks(model, config.finetune.unfreeze_from, pretrained)
     log.info(
         "fine-tuning from %s: %d backbone layers trainable", config.finetune.unfreeze_from, layers
     )
@@ -102,7 +117,7 @@ def fine_tune(
     make_inputs = (
         multi_worker_inputs if strategy_name(strategy) == "multiworker" else single_worker_inputs
     )
-    inputs = make_inputs(strategy, config, train, val, class_weight, run.backup_epoch())
+    inputs = make_inputs(strategy, config, train, selection, class_weight, run.backup_epoch())
     _compile(model, config, inputs, strategy)
     prepare_multiworker_fit(model, strategy, config.image_size, len(train.classes))
     model.fit(

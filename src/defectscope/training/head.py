@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from defectscope.data.pipeline import DataSource
 from defectscope.models.xception import create_feature_extractor, create_head_model
-from defectscope.training.callbacks import ResultsLog
+from defectscope.training.callbacks import KeepBest, ResultsLog
 from defectscope.training.config import TrainConfig
 from defectscope.training.features import cached_features
 from defectscope.training.run_folder import RunFolder, Stage
+from defectscope.training.sources import RunSources
 
 log = logging.getLogger("defectscope.train")
 
@@ -27,62 +27,70 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, 
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def train_head(
-    model, config: TrainConfig, run: RunFolder, train: DataSource, val: DataSource
-) -> None:
-    """Train ``model``'s head on cached features of both splits; saves it and the state."""
-    import keras
-
+def _features(model, config: TrainConfig, run: RunFolder, sources: RunSources) -> list:
+    """Cached backbone features of the fit, selection and validation sets."""
     extractor = create_feature_extractor(model)
     cache_dir = Path(config.feature_cache or run.root.parent / ".feature-cache")
-    cached = [
-        cached_features(extractor, source, config.weights, config.image_size, cache_dir)
-        for source in (train, val)
+    return [
+        cached_features(
+            extractor, source, config.weights, config.image_size, cache_dir, resize=config.resize
+        )
+        for source in (sources.fit, sources.selection, sources.validation)
     ]
-    (x_train, y_train), (x_val, y_val) = ((c.features, c.labels) for c in cached)
+
+
+def train_head(model, config: TrainConfig, run: RunFolder, sources: RunSources) -> None:
+    """Train ``model``'s head on cached features of the fit set, keeping the epoch that is best
+    on the selection set; measure it on the validation split; save it and the state."""
+    import keras
+
+    fit, selection, validation = _features(model, config, run, sources)
     head = create_head_model(model)
     head.compile(
         optimizer=keras.optimizers.Adam(config.head.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[
+            "accuracy",
+            keras.metrics.SparseCategoricalCrossentropy(name="xent", from_logits=True),
+        ],
     )
     results = ResultsLog(run.results_file, "head", config.head.epochs, quiet_epochs=10)
-    keep_best = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", patience=config.head.epochs, restore_best_weights=True
-    )
-    weights = class_weights(y_train, len(train.classes), config.class_weights)
+    keep_best = KeepBest()
+    weights = class_weights(fit.labels, len(sources.classes), config.class_weights)
     if weights:
         log.info("classes are imbalanced; class weights %s", weights)
     started = time.perf_counter()
     head.fit(
-        x_train,
-        y_train,
+        fit.features,
+        fit.labels,
         batch_size=config.head.batch_size,
         epochs=config.head.epochs,
-        validation_data=(x_val, y_val),
+        validation_data=(selection.features, selection.labels),
         class_weight=weights,
         callbacks=[results, keep_best],
         verbose=0,
     )
     epoch_seconds = (time.perf_counter() - started) / max(config.head.epochs, 1)
-    extraction = cached[0].seconds
-    speedup = (extraction + epoch_seconds) / epoch_seconds if extraction else None
-    val_accuracy = float(head.evaluate(x_val, y_val, verbose=0)[1])
+    speedup = (fit.seconds + epoch_seconds) / epoch_seconds if fit.seconds else None
+    _, chosen, chosen_xent = head.evaluate(selection.features, selection.labels, verbose=0)
+    measured = float(head.evaluate(validation.features, validation.labels, verbose=0)[1])
     log.info(
-        "head: val_acc %.4f; %.2f s per epoch on cached features%s",
-        val_accuracy,
+        "head: selection accuracy %.4f, validation accuracy %.4f; %.2f s per epoch on cached "
+        "features%s",
+        chosen,
+        measured,
         epoch_seconds,
-        f" vs {extraction:.0f} s for one backbone pass over train ({speedup:.0f}x)"
-        if extraction
-        else " (features read from the cache)",
+        f" vs {fit.seconds:.0f} s for one backbone pass ({speedup:.0f}x)" if speedup else "",
     )
     model.save_weights(run.head_weights)
     model.save(run.best_model)
     run.update_state(
         stage=Stage.HEAD_DONE,
-        head_val_accuracy=val_accuracy,
+        head_selection_accuracy=float(chosen),
+        head_selection_xent=float(chosen_xent),
+        head_validation_accuracy=measured,
         head_epoch_seconds=epoch_seconds,
-        feature_seconds=extraction,
+        feature_seconds=fit.seconds,
         head_speedup=speedup,
         class_weights=[weights[i] for i in sorted(weights)] if weights else None,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from defectscope.core.atomic_io import atomic_write_json
 from defectscope.core.errors import RunFolderError
+from defectscope.training.checks import check_new_run_folder
 from defectscope.training.config import TrainConfig, load_config, save_config
 
 
@@ -32,12 +33,14 @@ class RunState:
     """``state.json``: the stage reached and the figures measured on the way."""
 
     stage: Stage = Stage.CREATED
-    head_val_accuracy: float | None = None  # phase 1, on the validation split
+    head_selection_accuracy: float | None = None  # phase 1, on the selection set (chooses)
+    head_selection_xent: float | None = None  # its cross-entropy there (breaks accuracy ties)
+    head_validation_accuracy: float | None = None  # phase 1, on the validation split (measured)
     class_weights: list[float] | None = None
     feature_seconds: float = 0.0  # time of the backbone pass that filled the feature cache
     head_epoch_seconds: float = 0.0
     head_speedup: float | None = None  # one cached head epoch against one backbone pass
-    val_accuracy: float | None = None  # final evaluation
+    val_accuracy: float | None = None  # final evaluation, on the validation split
     train_seconds: float | None = None
 
     def to_dict(self) -> dict:
@@ -73,10 +76,7 @@ class RunFolder:
     def create(cls, config: TrainConfig) -> RunFolder:
         """A new run folder holding the resolved ``config.yaml``; refuses a non-empty folder."""
         root = Path(config.out)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise RunFolderError(
-                f"{root}: run folder exists and is not empty; use --resume {root} or another --out"
-            )
+        check_new_run_folder(root)
         run = cls(root)
         run.weights_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run.config_file)

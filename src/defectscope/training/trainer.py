@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectscope.core.errors import RunFolderError
-from defectscope.data.pipeline import DataSource, open_source
 from defectscope.evaluation.evaluate import evaluate
 from defectscope.evaluation.report import plot_training_curves
 from defectscope.inference.classifier import load_model
 from defectscope.inference.model_files import write_model_metadata
 from defectscope.models.xception import create_model
-from defectscope.training.callbacks import read_results
+from defectscope.training.calibrate import calibrate
+from defectscope.training.callbacks import read_results, save_for_inference
+from defectscope.training.checks import check_train_config
 from defectscope.training.config import TrainConfig
 from defectscope.training.distribute import (
     DistributeConfig,
@@ -38,6 +39,7 @@ from defectscope.training.distribute import (
 from defectscope.training.finetune import fine_tune
 from defectscope.training.head import skip_head, train_head
 from defectscope.training.run_folder import RunFolder, RunState, Stage
+from defectscope.training.sources import RunSources, open_run_sources, write_splits
 
 log = logging.getLogger("defectscope.train")
 
@@ -55,10 +57,22 @@ class TrainResult:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Start a new run in ``config.out``: both phases, then the final evaluation."""
+    """Start a new run in ``config.out``: both phases, then the final evaluation.
+
+    Everything checkable is checked before TensorFlow loads; the run folder is made once
+    training can start, and removed again if the run fails before its head is trained.
+    """
+    check_train_config(config, new_run=is_chief())
     strategy = create_strategy(config.distribute)  # before any other TensorFlow work
-    run = RunFolder.create(config) if is_chief() else RunFolder(Path(config.out))
-    return _run(run, config, strategy)
+    if not is_chief():
+        return _run(RunFolder(Path(config.out)), config, strategy)
+    run = RunFolder.create(config)
+    try:
+        return _run(run, config, strategy)
+    except BaseException:
+        if run.read_state().stage is Stage.CREATED:  # nothing worth resuming: leave nothing
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
 
 
 def resume(run_dir: str | Path) -> TrainResult:
@@ -68,6 +82,7 @@ def resume(run_dir: str | Path) -> TrainResult:
     if state.stage is Stage.DONE and (run.evaluation_dir / "metrics.json").is_file():
         log.info("%s is already complete; nothing to resume", run.root)
         return TrainResult(run.root, _read_metrics(run), state, 0.0)
+    check_train_config(config, new_run=False)
     log.info("resuming %s", run.root)
     return _run(run, config, create_strategy(config.distribute))
 
@@ -92,17 +107,6 @@ def _precision(config: DistributeConfig) -> Iterator[None]:
         set_precision(DistributeConfig())
 
 
-def _open_sources(config: TrainConfig) -> tuple[DataSource, DataSource]:
-    train_source = open_source(config.data, config.train_split)
-    val_source = open_source(config.data, config.val_split)
-    if train_source.classes != val_source.classes:
-        raise RunFolderError(
-            f"{config.data}: classes differ between {config.train_split} "
-            f"{list(train_source.classes)} and {config.val_split} {list(val_source.classes)}"
-        )
-    return train_source, val_source
-
-
 def _run(run: RunFolder, config: TrainConfig, strategy) -> TrainResult:
     import keras
 
@@ -118,33 +122,35 @@ def _run(run: RunFolder, config: TrainConfig, strategy) -> TrainResult:
         )
     keras.utils.set_random_seed(config.seed)
     with _precision(config.distribute):
-        train_source, val_source = _open_sources(config)
-        model = _model_with_head(run, config, strategy, train_source, val_source)
+        sources = open_run_sources(config)
+        if chief:
+            write_splits(sources, run.root / "splits.csv")
+        model = _model_with_head(run, config, strategy, sources)
         if config.finetune.epochs > 0 and config.finetune.unfreeze_from != "none":
-            fine_tune(model, config, run, train_source, val_source, strategy)
+            fine_tune(model, config, run, sources.fit, sources.selection, strategy)
         if not chief:
             log.info("worker %s done; the chief writes the run folder", task_label())
             return TrainResult(run.root, {}, run.read_state(), time.perf_counter() - started)
-        model.save(run.last_model)
-    return _finish(run, config, val_source, started)
+        save_for_inference(model, run.last_model)
+    return _finish(run, config, sources, started)
 
 
-def _model_with_head(
-    run: RunFolder, config: TrainConfig, strategy, train: DataSource, val: DataSource
-):
+def _model_with_head(run: RunFolder, config: TrainConfig, strategy, sources: RunSources):
     """The model with its phase-1 head: trained now on the chief (the other workers wait for
     it), or loaded when a resumed run has it. Under a strategy it is built in its scope."""
     if is_chief():
-        model = create_model(len(train.classes), config.image_size, config.weights, config.dropout)
-        write_model_metadata(run.weights_dir, list(train.classes), config.image_size)
+        classes = sources.classes
+        model = create_model(len(classes), config.image_size, config.weights, config.dropout)
+        write_model_metadata(run.weights_dir, classes, config.image_size, config.resize)
         stage = run.read_state().stage
         if stage is Stage.CREATED and config.head.epochs == 0:
             skip_head(model, run)
         elif stage is Stage.CREATED:
-            train_head(model, config, run, train, val)
+            train_head(model, config, run, sources)
         else:
             model.load_weights(run.head_weights)
-            log.info("phase 1 already done (val_acc %s)", run.read_state().head_val_accuracy)
+            accuracy = run.read_state().head_selection_accuracy
+            log.info("phase 1 already done (selection accuracy %s)", accuracy)
         if strategy_name(strategy) == "default":
             return model
     else:
@@ -152,7 +158,7 @@ def _model_with_head(
     pretrained = str(config.weights).lower() != "none"
     with strategy.scope():
         model = create_model(
-            len(train.classes), config.image_size, "none", config.dropout, pretrained
+            len(sources.classes), config.image_size, "none", config.dropout, pretrained
         )
     model.load_weights(run.head_weights)
     return model
@@ -167,11 +173,21 @@ def _wait_for_head(run: RunFolder, timeout_s: float = 6 * 3600) -> None:
         time.sleep(2)
 
 
-def _finish(run: RunFolder, config: TrainConfig, val: DataSource, started: float) -> TrainResult:
-    """Curves, the evaluation of the best checkpoint, and the final state."""
+def _finish(run: RunFolder, config: TrainConfig, sources: RunSources, started: float):
+    """Curves, the evaluation of the best checkpoint on the validation split, the state."""
     plot_training_curves(read_results(run.results_file), run.curves_file)
     title = f"{run.root.name}: {config.val_split} split"
-    metrics = evaluate(load_model(run.root), val, out=run.evaluation_dir, title=title)
+    state = run.read_state()
+    context = {
+        **sources.describe(),
+        "head_selection_accuracy": state.head_selection_accuracy,
+        "head_validation_accuracy": state.head_validation_accuracy,
+    }
+    calibrate(run, config, sources, load_model(run.root))
+    classifier = load_model(run.root)  # with the operating point and the unknown threshold
+    metrics = evaluate(
+        classifier, sources.validation, out=run.evaluation_dir, title=title, context=context
+    )
     shutil.rmtree(run.backup_dir, ignore_errors=True)
     seconds = time.perf_counter() - started
     state = run.update_state(
