@@ -51,7 +51,7 @@ def main() -> None:
         speedup = state.get("head_speedup") or float("nan")
         print(
             f"{seed:>5}{metrics['accuracy']:>10.4f}{metrics['num_errors']:>8}{metrics['macro_f1']:>10.4f}"
-            f"{minutes:>9.1f}{state['head_val_accuracy']:>10.4f}{speedup:>17.0f}x"
+            f"{minutes:>9.1f}{state['head_validation_accuracy']:>10.4f}{speedup:>17.0f}x"
         )
 
 

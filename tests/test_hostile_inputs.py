@@ -67,7 +67,9 @@ def test_bomb_gets_an_error_row_and_the_rest_is_predicted(
     assert results[1].ok
 
 
-def test_keras_file_that_would_run_code_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+def test_keras_file_that_would_run_code_is_refused(
+    tiny_run: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     import keras
 
     inputs = keras.Input((4,))
@@ -78,5 +80,8 @@ def test_keras_file_that_would_run_code_is_refused(tiny_run: Path, tmp_path: Pat
     shutil.copy(tiny_run / "weights" / "metadata.json", evil.parent)
     with pytest.raises(ModelLoadError, match="cannot load model"):
         load_model(evil)
-    result = runner.invoke(app, ["predict", str(tmp_path), "--model", str(evil)])
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(next((synthetic_root / "validation/images/crazing").glob("*.jpg")), images)
+    result = runner.invoke(app, ["predict", str(images), "--model", str(evil)])
     assert result.exit_code == 2 and "evil/best.keras" in result.output

@@ -25,9 +25,9 @@ def test_head_on_cached_features_reaches_97_5_percent(
     )
     result = train(config)
     state = json.loads((result.run_dir / "state.json").read_text())
-    assert state["head_val_accuracy"] >= 0.975, state
+    assert state["head_validation_accuracy"] >= 0.975, state
     # the full model, through the evaluation path, agrees with the head on cached features
     assert result.metrics["accuracy"] >= 0.975, result.metrics
-    assert abs(result.metrics["accuracy"] - state["head_val_accuracy"]) <= 1 / 360 + 1e-9
+    assert abs(result.metrics["accuracy"] - state["head_validation_accuracy"]) <= 1 / 360 + 1e-9
     assert result.metrics["num_images"] == 360
     assert state["head_speedup"] > 20  # cached epochs against one backbone pass per epoch

@@ -21,7 +21,7 @@ def model():
     return create_model(num_classes=4, image_size=71, weights="none", dropout=0.2)
 
 
-def test_layers_are_named_and_output_is_a_distribution(model) -> None:
+def test_layers_are_named_and_output_is_logits(model) -> None:
     names = [layer.name for layer in model.layers]
     assert names == [
         "image",
@@ -32,9 +32,11 @@ def test_layers_are_named_and_output_is_a_distribution(model) -> None:
         "predictions",
     ]
     images = np.random.default_rng(0).uniform(0, 255, (2, 71, 71, 3)).astype("float32")
-    probabilities = np.asarray(model(images, training=False))
-    assert probabilities.shape == (2, 4)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    logits = np.asarray(model(images, training=False))
+    assert logits.shape == (2, 4)
+    assert model.get_layer("predictions").activation.__name__ == "linear"  # energy needs logits
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.all(probabilities > 0) and np.all(probabilities < 1)
 
 
 def test_pixel_scaling_maps_0_255_to_minus_1_1(model) -> None:
@@ -54,17 +56,30 @@ def test_head_model_shares_the_head_weights(model) -> None:
 
 def test_unfreezing_top_blocks(model) -> None:
     backbone = model.get_layer(BACKBONE_NAME)
-    assert set_trainable_blocks(model, "block14") == 4  # 2 separable convs + 2 batch norms
+    assert set_trainable_blocks(model, "block14", freeze_batchnorm=False) == 4  # 2 convs + 2 BN
+    assert set_trainable_blocks(model, "block14") == 2  # batch norms stay frozen by default
     trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
-    assert all(name.startswith("block14") for name in trainable)
+    assert trainable == ["block14_sepconv1", "block14_sepconv2"]
     assert set_trainable_blocks(model, "none") == 0
     assert not backbone.trainable
     with pytest.raises(ValueError, match="got 'block99'"):
         set_trainable_blocks(model, "block99")
 
 
-def test_weights_arguments() -> None:
+def test_weights_arguments(monkeypatch, tmp_path) -> None:
+    from defectscope.models import xception
+
+    monkeypatch.delenv(xception.WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(xception, "_can_download", lambda: False)
+    with pytest.raises(ConfigError, match=r"no internet.*--weights PATH"):
+        resolve_weights("imagenet")  # one line, not Keras' traceback about a URL fetch
+    monkeypatch.setattr(xception, "_can_download", lambda: True)
     assert resolve_weights("imagenet") == "imagenet"
+    local = tmp_path / "xception_imagenet_notop.weights.h5"
+    local.write_bytes(b"")
+    monkeypatch.setenv(xception.WEIGHTS_ENV, str(local))
+    assert resolve_weights("imagenet") == str(local)
     assert resolve_weights("none") is None and resolve_weights(None) is None
     with pytest.raises(ConfigError, match=r"'missing\.weights\.h5'"):
         resolve_weights("missing.weights.h5")

@@ -175,7 +175,8 @@ def test_mirrored_and_two_workers_match_one_process(
     assert [p.wait(timeout=600) for p in workers] == [0, 0]
     chief_log, other_log = ((tmp_path / f"worker{i}.log").read_text() for i in range(2))
     assert "multiworker strategy, 2 replicas, this task worker-0 (chief)" in chief_log
-    assert "file-level shards" in other_log and "worker done" in other_log
+    # the fit part of train is a subset (the selection split is carved out): record-level shards
+    assert "data-level shards of train" in other_log and "worker done" in other_log
 
     assert sorted(p.name for p in runs.iterdir()) == [
         ".feature-cache",
