@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, tiny_detector_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -73,6 +73,17 @@ def synthetic_records(synthetic_root: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("records")
     convert_dataset(synthetic_root, out, num_shards=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_run(synthetic_records: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny detector run (random 96 px encoder, 1 epoch). Its decoder keeps boxes of
+    any confidence, so an untrained detector still gives boxes to write, draw and serve."""
+    from defectscope.training.trainer import train
+
+    run = tmp_path_factory.mktemp("detector-runs") / "tiny-detector"
+    train(tiny_detector_config(synthetic_records, run))
+    return run
 
 
 @pytest.fixture(scope="session")

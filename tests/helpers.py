@@ -37,6 +37,20 @@ def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     return resolve_config(**values)
 
 
+def tiny_detector_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    """A detector run that takes seconds: random 96 px encoder, one epoch of the heads."""
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "task": "detect",
+        "weights": "none",
+        "image_size": 96,
+        "detect": {"epochs": 1, "batch_size": 8, "confidence": 0.0},
+    }
+    values.update(overrides)
+    return resolve_config(**values)
+
+
 def cli_command(*args: str) -> list[str]:
     """``python -m defectscope ARGS`` with this interpreter."""
     return [sys.executable, "-m", "defectscope", *args]

@@ -152,6 +152,18 @@ def test_formulas_in_class_names_are_escaped_in_csv_outputs(tmp_path: Path) -> N
     write_evaluation(result, tmp_path / "eval")
     text = (tmp_path / "eval" / "misclassified.csv").read_text()
     assert "'-x.png,'+a,'@b" in text
+    from defectscope.core.spreadsheet import safe_row
+
+    # numbers stay numbers (a box's -0.5); text that only starts like one does not
+    assert safe_row(["-0.500000", "+3", "-1e3", "-inf", "-1+1", "-nan", " -1"]) == [
+        "-0.500000",
+        "+3",
+        "-1e3",
+        "'-inf",
+        "'-1+1",
+        "'-nan",
+        " -1",
+    ]
 
 
 def test_bad_manifests_give_a_clear_error(synthetic_records: Path, tmp_path: Path) -> None:

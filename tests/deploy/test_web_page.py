@@ -31,17 +31,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_run: Path):
+def _serve(model):
+    """A uvicorn server of ``model`` on a free local port: yields its URL."""
     import uvicorn
 
     from defectscope.deploy.server import create_app
-    from defectscope.inference.classifier import load_model
 
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(load_model(tiny_run)), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(model), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -54,15 +51,60 @@ def server_url(tiny_run: Path):
     thread.join(timeout=10)
 
 
-def test_upload_shows_the_label_probabilities_and_heatmap(
-    server_url: str, synthetic_root: Path
-) -> None:
+@pytest.fixture(scope="module")
+def server_url(tiny_run: Path):
+    from defectscope.inference.classifier import load_model
+
+    yield from _serve(load_model(tiny_run))
+
+
+@pytest.fixture(scope="module")
+def detector_url(tiny_detector_run: Path):
+    from defectscope.inference.detector import load_detector
+
+    yield from _serve(load_detector(tiny_detector_run))
+
+
+def _playwright():
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).is_file():
         message = f"no chromium at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("DEFECTSCOPE_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
+    return playwright_api
+
+
+def test_a_detector_page_draws_the_boxes_and_lists_them(
+    detector_url: str, synthetic_root: Path
+) -> None:
+    playwright_api = _playwright()
+    import httpx
+
+    image = next((synthetic_root / "validation/images/scratches").glob("*.jpg"))
+    answer = httpx.post(detector_url + "predict?conf=0", content=image.read_bytes()).json()
+    assert answer["boxes"], "the tiny detector keeps boxes of any confidence"
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(detector_url)
+        playwright_api.expect(page.locator("#meta")).to_contain_text("defect detector: 6 classes")
+        page.fill("#conf", "0")
+        page.set_input_files("#file", str(image))
+        boxes = page.locator("#boxlist li")
+        playwright_api.expect(boxes).to_have_count(len(answer["boxes"]), timeout=30_000)
+        assert page.locator("#boxes").is_visible() and not page.locator("#bars").is_visible()
+        width = page.evaluate("document.getElementById('boxes').width")
+        assert width == 64  # the canvas holds the upload at its own size
+        first = answer["boxes"][0]
+        assert boxes.first.inner_text().startswith(first["label"])
+        browser.close()
+
+
+def test_upload_shows_the_label_probabilities_and_heatmap(
+    server_url: str, synthetic_root: Path
+) -> None:
+    playwright_api = _playwright()
     import httpx
 
     image = next((synthetic_root / "validation/images/inclusion").glob("*.jpg"))

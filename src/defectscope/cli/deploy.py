@@ -38,11 +38,18 @@ def export(
         model, format, out, data, calibration_images=calibration_images, overwrite=overwrite
     )
     parity = metadata["parity"]
-    typer.echo(
-        f"{format}: top-1 agreement {parity['top1_agreement']:.4f}, max probability difference "
-        f"{parity['max_probability_difference']:.2e}, accuracy {parity['export_accuracy']:.4f} "
-        f"(keras {parity['keras_accuracy']:.4f}) on {parity['num_images']} {parity['split']} images"
-    )
+    if "export_map50" in parity:
+        typer.echo(
+            f"{format}: mAP@0.5 {parity['export_map50']:.4f} (keras {parity['keras_map50']:.4f}) "
+            f"on {parity['num_images']} {parity['split']} images"
+        )
+    else:
+        typer.echo(
+            f"{format}: top-1 agreement {parity['top1_agreement']:.4f}, max probability difference "
+            f"{parity['max_probability_difference']:.2e}, accuracy "
+            f"{parity['export_accuracy']:.4f} (keras {parity['keras_accuracy']:.4f}) on "
+            f"{parity['num_images']} {parity['split']} images"
+        )
     typer.echo(f"exported to {metadata['export_dir']}")
 
 
@@ -150,7 +157,10 @@ def serve(
     # do not use it). An explicit TF_ENABLE_ONEDNN_OPTS in the environment wins.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import_tensorflow_quietly()
-    classifier = load_model(model)
+    from defectscope.inference.detector import load_detector
+    from defectscope.inference.model_files import model_task
+
+    classifier = load_detector(model) if model_task(model) == "detect" else load_model(model)
     app = create_app(classifier, config)
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
     uvicorn.run(

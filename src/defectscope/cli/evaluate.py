@@ -9,6 +9,7 @@ import typer
 
 from defectscope.cli.options import BatchSizeOption, DataOption, ModelOption, OverwriteOption
 from defectscope.core.tf_import import import_tensorflow_quietly
+from defectscope.inference.model_files import model_task
 
 
 def evaluate(
@@ -35,6 +36,8 @@ def evaluate(
     from defectscope.evaluation.evaluate import check_inputs
     from defectscope.evaluation.evaluate import evaluate as run_evaluation
 
+    if model_task(model) == "detect":
+        return _evaluate_detector(model, data, split, out, overwrite)
     names = parse_corruptions(corruptions) if corruptions else None
     levels = parse_severities(severities) if corruptions else None
     check_inputs(model, data, split, out, overwrite)  # before TensorFlow loads
@@ -51,3 +54,15 @@ def evaluate(
     if "robustness" in metrics:
         mean = metrics["robustness"]["mean_corruption_accuracy"]
         typer.echo(f"mean corruption accuracy {mean:.4f} -> {out}/robustness.json")
+
+
+def _evaluate_detector(model: Path, data: Path, split: str, out: Path, overwrite: bool) -> None:
+    from defectscope.evaluation.evaluate_detector import check_detector_inputs, evaluate_detector
+
+    check_detector_inputs(model, data, split, out, overwrite)  # before TensorFlow loads
+    import_tensorflow_quietly()
+    metrics = evaluate_detector(model, data, split, out, overwrite=overwrite)
+    typer.echo(
+        f"mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map50_95']:.4f} "
+        f"({metrics['num_images']} images, {metrics['num_boxes']} boxes) -> {out}/report.md"
+    )

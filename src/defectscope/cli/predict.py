@@ -40,9 +40,17 @@ def predict(
     explain: Annotated[
         Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
     ] = None,
+    conf: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Detector: keep boxes at least this confident."),
+    ] = 0.25,
+    draw: Annotated[
+        Path | None, typer.Option(help="Detector: write each image with its boxes here (PNG).")
+    ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Classify images, streaming; a bad file gets a row with its error and the rest go on."""
+    """Classify images (or find defect boxes, with a detector), streaming; a bad file gets a
+    row with its error and the rest go on. A detector's CSV has one row per box."""
     from defectscope.inference.batch import check_output, predict_files
     from defectscope.inference.model_files import locate_model, read_metadata
     from defectscope.inference.sources import Shard
@@ -58,7 +66,7 @@ def predict(
         if not prediction.ok:
             warn(f"{prediction.path}: {prediction.error}")
         elif progress is None:
-            typer.echo(f"{prediction.path}\t{prediction.label}\t{prediction.confidence:.4f}")
+            typer.echo(f"{prediction.path}\t{_summary_of(prediction)}")
         if progress is not None:
             progress.update()
 
@@ -75,19 +83,35 @@ def predict(
             explain_dir=explain,
             on_prediction=show,
             overwrite=overwrite,
+            confidence=conf,
+            draw_dir=draw,
         )
     finally:
         if progress is not None:
             progress.close()
-    _report(summary, out, explain)
+    _report(summary, out, explain, draw)
 
 
-def _report(summary, out: Path | None, explain: Path | None) -> None:
+def _summary_of(result) -> str:
+    """``label<TAB>confidence`` of a prediction; the boxes of a detection, one per class."""
+    if not hasattr(result, "boxes"):
+        return f"{result.label}\t{result.confidence:.4f}"
+    if not result.boxes:
+        return "no defect found"
+    best = max(result.boxes, key=lambda box: box.confidence)
+    counts = ", ".join(f"{count} {label}" for label, count in result.counts().items())
+    found = plural(len(result.boxes), "box", "boxes")
+    return f"{found} ({counts}); top {best.label} {best.confidence:.4f}"
+
+
+def _report(summary, out: Path | None, explain: Path | None, draw: Path | None) -> None:
     if summary.already_complete:
         typer.echo(f"{out} is already complete; nothing to resume")
         return
     if explain is not None:
         typer.echo(f"{plural(summary.heatmaps, 'heatmap')} -> {explain}")
+    if draw is not None:
+        typer.echo(f"{plural(summary.drawings, 'picture')} with boxes -> {draw}")
     if not summary.images:
         raise NothingDoneError("no image found in the given sources")
     where = f" -> {out}" if out else ""

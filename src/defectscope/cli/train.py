@@ -16,13 +16,19 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder to create.")] = Path("runs/train"),
     config: Annotated[
         str | None,
-        typer.Option(help="YAML config file or preset name (default, robust, demo)."),
+        typer.Option(help="YAML config file or preset name (default, light, demo, detect)."),
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="classify (one class per image) | detect (boxes; preset detect)."),
     ] = None,
     weights: Annotated[
         str | None,
         typer.Option(help="imagenet | none | PATH to xception_imagenet_notop.weights.h5."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=0, help="Fine-tuning epochs (phase 2).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=0, help="Fine-tuning epochs (phase 2; detect: epochs).")
+    ] = None,
     head_epochs: Annotated[int | None, typer.Option(min=0, help="Head epochs (phase 1).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
     batch_size: Annotated[
@@ -68,7 +74,13 @@ def train(
 
     if resume is None and data is None:
         raise ConfigError("--data is required (or --resume RUN)")
+    if task == "detect":
+        config = config or "detect"
+        detect = {"epochs": epochs, "batch_size": batch_size}
+        epochs = batch_size = None  # the detector's, not fine-tuning's
     options = dict(
+        task=task,
+        detect={k: v for k, v in detect.items() if v is not None} if task == "detect" else None,
         data=str(data),
         out=str(out),
         weights=weights,
@@ -97,6 +109,12 @@ def train(
     metrics = result.metrics
     if not metrics:
         typer.echo(f"worker done ({result.seconds / 60:.1f} min); the chief wrote {result.run_dir}")
+        return
+    if metrics.get("task") == "detect":
+        typer.echo(
+            f"mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map50_95']:.4f} "
+            f"({metrics['num_images']} images), {result.seconds / 60:.1f} min -> {result.run_dir}"
+        )
         return
     typer.echo(
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"

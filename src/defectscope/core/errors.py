@@ -36,3 +36,7 @@ class NothingDoneError(DefectscopeError):
     """A command whose inputs were read but gave nothing usable (exit code 1)."""
 
     exit_code = 1
+
+
+class ExportError(DefectscopeError):
+    """An export that could not be made or failed its parity check."""

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.deploy.export import FORMATS, ExportError, export_model, run_folder_of
+from defectscope.deploy.export_detector import DETECTOR_FORMATS
 from defectscope.inference.backends import KerasBackend, load_backend
+from defectscope.inference.detector import Detector
 from defectscope.inference.explain import source_model_path
 from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
 
@@ -111,8 +113,15 @@ def run_benchmark(
         location = locate_model(source)
     metadata = read_metadata(location)
     size = int(metadata["image_size"])
-    keras_backend = KerasBackend(location.path, metadata)
-    callables = {"keras": lambda x: keras_backend.model.predict(x, verbose=0)}
+    detector = metadata.get("task") == "detect"
+    if detector:  # network and KerasHub's box decoding, for Keras and each export alike
+        keras_detector = Detector(location, metadata)
+        keras_model = keras_detector.model
+        callables = {"keras": keras_detector.detect_arrays}
+        formats = tuple(f for f in formats if f in DETECTOR_FORMATS)
+    else:
+        keras_model = KerasBackend(location.path, metadata).model
+        callables = {"keras": lambda x: keras_model.predict(x, verbose=0)}
     skipped = {}
     for fmt in formats:
         folder = run_folder_of(location.path) / "export" / fmt
@@ -122,7 +131,11 @@ def run_benchmark(
             except ExportError as err:  # e.g. an int8 model that fails its parity check
                 skipped[fmt] = str(err)
                 continue
-        callables[fmt] = load_backend(folder).predict
+        if detector:
+            export = locate_model(folder)
+            callables[fmt] = Detector(export, read_metadata(export)).detect_arrays
+        else:
+            callables[fmt] = load_backend(folder).predict
     rng = np.random.default_rng(0)
     rows = []
     for batch in batches:
@@ -134,7 +147,7 @@ def run_benchmark(
         for row in rows:
             if row.batch == batch:
                 row.speedup_vs_keras = row.images_per_second / baseline.images_per_second
-    flops, peak = model_flops(keras_backend.model), measured_peak_flops()
+    flops, peak = model_flops(keras_model), measured_peak_flops()
     return {
         "model": str(location.path),
         "image_size": size,

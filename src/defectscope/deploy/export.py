@@ -21,10 +21,11 @@ import numpy as np
 import yaml
 
 from defectscope.core.atomic_io import atomic_write_json
-from defectscope.core.errors import ConfigError, DefectscopeError
+from defectscope.core.errors import ConfigError, ExportError
 from defectscope.core.files import prepare_output_folder
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import create_dataset
+from defectscope.deploy.export_detector import check_detector_format, detector_parity
 from defectscope.inference.backends import BACKENDS, KerasBackend
 from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
 from defectscope.inference.scores import softmax
@@ -32,10 +33,6 @@ from defectscope.inference.scores import softmax
 FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "onnx-int8")
 MAX_INT8_ACCURACY_LOSS = 0.003
 log = logging.getLogger(__name__)
-
-
-class ExportError(DefectscopeError):
-    """An export that could not be made or failed its parity check."""
 
 
 def run_folder_of(model_file: Path) -> Path:
@@ -266,6 +263,9 @@ def export_model(
             f"{model}: export starts from a Keras run or .keras file, not {location.kind}"
         )
     source = read_metadata(location)
+    detector = source.get("task") == "detect"
+    if detector:
+        check_detector_format(fmt)
     data = str(data) if data else _data_of_run(location.path)
     if (parity or fmt.endswith("int8")) and not data:
         raise ExportError(f"{model}: no --data given and none recorded in the run's config.yaml")
@@ -273,7 +273,7 @@ def export_model(
     check_export_folder(folder, overwrite)
     reference = KerasBackend(location.path, source)
     size = int(source["image_size"])
-    reference.predict(np.zeros((1, size, size, 3), np.float32))  # Keras exports called models
+    reference.predict_outputs(np.zeros((1, size, size, 3), np.float32))  # exports need a call
     calibration = None
     if fmt.endswith("int8"):
         resize = source.get("resize", "stretch")
@@ -288,7 +288,9 @@ def export_model(
             "source_model": _relative(location.path, folder),
             "source_run": _relative(run_folder_of(location.path), folder),
         }
-        if parity:
+        if parity and detector:
+            metadata.update(detector_parity(location, artefact, fmt, metadata, data, split))
+        elif parity:
             candidate = BACKENDS[fmt.removesuffix("-int8")](artefact, metadata)
             resize = source.get("resize", "stretch")
             logits = source.get("output") == "logits"

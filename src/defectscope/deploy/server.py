@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
@@ -40,6 +40,7 @@ from defectscope.core.version import __version__
 from defectscope.data.images import ImageDecodeError
 from defectscope.deploy.limits import BodyTooLarge, read_body, replay
 from defectscope.inference.classifier import Classifier
+from defectscope.inference.detector import Detector
 from defectscope.inference.explain import overlay_png
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -68,7 +69,7 @@ class Busy(Exception):
 class Predictor:
     """The model behind the service: bounded decoding, one prediction at a time, a queue."""
 
-    def __init__(self, classifier: Classifier, config: ServiceConfig) -> None:
+    def __init__(self, classifier: Classifier | Detector, config: ServiceConfig) -> None:
         self.classifier, self.config = classifier, config
         self.decode_slots = asyncio.Semaphore(config.decode_slots)
         self.model_slot = asyncio.Semaphore(1)
@@ -116,6 +117,41 @@ class Predictor:
             return self.classifier.prepare_bytes(data, name, self.config.max_pixels)
         finally:
             trim()  # a large image's buffers go back to the system, not to the heap
+
+    async def detect(self, data: bytes, name: str, confidence: float) -> dict:
+        """A detector's answer: its boxes (pixels of the upload), counts per class."""
+        started = time.perf_counter()
+        await self._slot(self.decode_slots)
+        try:
+            image, original = await run_in_threadpool(self._decode, data, name)
+        finally:
+            self.decode_slots.release()
+        await self._slot(self.model_slot)
+        try:
+            found = await run_in_threadpool(
+                self.classifier.detect_image, name, image, original, confidence
+            )
+        finally:
+            self.model_slot.release()
+        best = max(found.boxes, key=lambda box: box.confidence, default=None)
+        return {
+            "boxes": [
+                {
+                    "label": b.label,
+                    "confidence": b.confidence,
+                    "box": [b.xmin, b.ymin, b.xmax, b.ymax],
+                }
+                for b in found.boxes
+            ],
+            "counts": found.counts(),
+            "defects": len(found.boxes),
+            "label": best.label if best else "",  # the image-level view: the surest box
+            "confidence": best.confidence if best else 0.0,
+            "width": found.width,
+            "height": found.height,
+            "model": model_summary(self.classifier),
+            "latency_ms": round(1000 * (time.perf_counter() - started), 2),
+        }
 
     def _predict(self, name: str, image, explain: bool):
         classes = self.classifier.classes
@@ -190,7 +226,7 @@ class _Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def create_app(classifier: Classifier, config: ServiceConfig | None = None) -> FastAPI:
+def create_app(classifier: Classifier | Detector, config: ServiceConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``classifier`` (any backend)."""
     config = config or ServiceConfig()
     return_large_blocks_to_the_os()
@@ -241,10 +277,15 @@ def create_app(classifier: Classifier, config: ServiceConfig | None = None) -> F
             503: {"description": "too many requests waiting; retry later"},
         },
     )
-    async def predict(request: Request, explain: bool = False) -> Response:
-        """Classify one image: multipart field ``file`` or the raw bytes as the body."""
+    async def predict(
+        request: Request, explain: bool = False, conf: float = Query(0.25, ge=0.0, le=1.0)
+    ) -> Response:
+        """Classify one image (a detector: find its defect boxes above ``conf``); multipart
+        field ``file`` or the raw bytes as the body."""
         try:
             data, name = await _upload(request, config.max_upload_bytes)
+            if isinstance(classifier, Detector):
+                return JSONResponse(await predictor.detect(data, name, conf))
             return JSONResponse(await predictor.predict(data, name, explain))
         except BodyTooLarge:
             detail = f"upload larger than {config.max_upload_bytes} bytes"

@@ -194,17 +194,23 @@ def write_evaluation(
     return metrics
 
 
+_LOSS = ("loss", "selection_loss")
+_ACCURACY = ("accuracy", "selection_accuracy")
+
+
 def plot_training_curves(results: list[dict[str, str]], path: str | Path) -> Path:
-    """Loss and accuracy per epoch, one row per phase (head, then fine-tuning)."""
+    """Loss and accuracy (a detector: selection mAP) per epoch, one row per phase."""
     plt = _pyplot()
     phases = list(dict.fromkeys(r["phase"] for r in results)) or ["none"]
     figure, axes = plt.subplots(len(phases), 2, figsize=(11, 3.6 * len(phases)), squeeze=False)
     for (loss_ax, acc_ax), phase in zip(axes, phases, strict=True):
         rows = [r for r in results if r["phase"] == phase]
         x = [int(r["epoch"]) for r in rows]
-        for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-            for prefix, style in (("", "-"), ("selection_", "--")):
-                column = prefix + key
+        detection = any(r.get("selection_map50") for r in rows)
+        quality = ("selection_map50", "selection_map50_95") if detection else _ACCURACY
+        name = "mAP" if detection else "accuracy"
+        for ax, key, columns in ((loss_ax, "loss", _LOSS), (acc_ax, name, quality)):
+            for column, style in zip(columns, ("-", "--"), strict=True):
                 values = [float(r[column]) if r.get(column) else np.nan for r in rows]
                 ax.plot(x, values, style, marker="." if len(x) < 30 else None, label=column)
             ax.set_xlabel(f"{phase} epoch")

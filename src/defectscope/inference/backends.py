@@ -47,14 +47,25 @@ class KerasBackend:
         import keras
 
         self.path, self.metadata = path, metadata
+        if metadata.get("task") == "detect":
+            from defectscope.models.detector import register_detector_layers
+
+            register_detector_layers()
         try:
             self.model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as err:  # Keras raises many types for a bad archive
             raise ModelLoadError(path, f"cannot load model ({err})") from None
-        self.output_size = int(self.model.output_shape[-1])
+        self.output_size = len(metadata.get("classes", ())) or int(self.model.output_shape[-1])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.model(images, training=False))
+
+    def predict_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector has two: box regression and class logits)."""
+        outputs = self.model(images, training=False)
+        if isinstance(outputs, dict):
+            return {name: np.asarray(value) for name, value in outputs.items()}
+        return {"output_0": np.asarray(outputs)}
 
 
 class SavedModelBackend:
@@ -72,10 +83,14 @@ class SavedModelBackend:
         self.output_size = int(next(iter(self.serve.structured_outputs.values())).shape[-1])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return next(iter(self.predict_outputs(images).values()))
+
+    def predict_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a detector has two: box regression and class logits)."""
         import tensorflow as tf
 
         outputs = self.serve(tf.constant(images, tf.float32))
-        return np.asarray(next(iter(outputs.values())))
+        return {name: np.asarray(value) for name, value in outputs.items()}
 
 
 class TFLiteBackend:

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.core.errors import ConfigError, RunFolderError
 from defectscope.core.files import prepare_output_folder
 from defectscope.inference.classifier import Classifier, Prediction, PredictionBatch, load_model
+from defectscope.inference.detector import Detection, Detector, boxes_png, load_detector
 from defectscope.inference.explain import overlay_png
+from defectscope.inference.model_files import model_task
 from defectscope.inference.sources import Shard, SourceItem, stream_sources
 from defectscope.inference.writers import FORMATS, PredictionWriter, partial_path, skip_scored
 
@@ -33,6 +33,7 @@ class JobSummary:
     predicted: int = 0
     missing_sources: int = 0
     heatmaps: int = 0
+    drawings: int = 0  # pictures of images with their boxes (a detector's draw_dir)
     out: Path | None = None
     already_complete: bool = False
 
@@ -52,6 +53,7 @@ class JobSummary:
             "failed": self.failed,
             "missing_sources": self.missing_sources,
             "heatmaps": self.heatmaps,
+            "drawings": self.drawings,
             "out": str(self.out) if self.out else None,
             "already_complete": self.already_complete,
         }
@@ -75,23 +77,44 @@ def _is_heatmap(path: Path) -> bool:
     return path.name.endswith("_gradcam.png") or ".tmp-" in path.name
 
 
+def _is_drawing(path: Path) -> bool:
+    return path.name.endswith("_boxes.png") or ".tmp-" in path.name
+
+
+class _NameKeeper:
+    """``<stem><suffix>`` in ``folder``, one distinct name per image (same stems get a number)."""
+
+    def __init__(self, folder: Path, suffix: str) -> None:
+        self.folder, self.suffix, self.used = folder, suffix, set()
+
+    def path_for(self, image: str) -> Path:
+        name = f"{Path(image).stem}{self.suffix}"
+        if name in self.used:
+            name = f"{Path(image).stem}_{len(self.used)}{self.suffix}"
+        self.used.add(name)
+        return self.folder / name
+
+
+def _draw(detection: Detection, names: _NameKeeper) -> int:
+    """The image with its boxes, into ``names``' folder; 0 when it could not be read."""
+    if not detection.ok:
+        return 0
+    atomic_write_bytes(names.path_for(detection.path), boxes_png(detection))
+    return 1
+
+
 class _HeatmapWriter:
     """``<stem>_gradcam.png`` overlays of the predicted images, one name per image."""
 
     def __init__(self, classifier: Classifier, folder: Path) -> None:
-        self.classifier, self.folder = classifier, folder
-        self.used: set[str] = set()
+        self.classifier, self.names = classifier, _NameKeeper(folder, "_gradcam.png")
 
     def write(self, batch: PredictionBatch) -> int:
         if not len(batch.images):
             return 0
         maps = self.classifier.explain(batch.images)
         for path, image, heatmap in zip(batch.ok_paths, batch.images, maps, strict=True):
-            name = f"{Path(path).stem}_gradcam.png"
-            if name in self.used:  # the same stem in two folders
-                name = f"{Path(path).stem}_{len(self.used)}_gradcam.png"
-            self.used.add(name)
-            atomic_write_bytes(self.folder / name, overlay_png(image, heatmap))
+            atomic_write_bytes(self.names.path_for(path), overlay_png(image, heatmap))
         return len(maps)
 
 
@@ -101,29 +124,51 @@ def _counted(items: Iterable[SourceItem], summary: JobSummary) -> Iterator[Sourc
         yield item
 
 
-def _batches(
-    model: Classifier | str | Path, items: Iterator[SourceItem], batch_size: int, top_k: int
-) -> Iterator[tuple[Classifier | None, PredictionBatch]]:
-    """Prediction batches; the model is loaded only once an image path turns up, so sources
-    that hold no image (an empty folder, a missing file) cost no model load."""
-    leading: list[tuple[str, str]] = []
+def _first_image(items: Iterator[SourceItem]) -> tuple[bool, Iterator[SourceItem]]:
+    """Whether ``items`` hold an image path at all, and the same items again: a model is
+    loaded only once one turns up (an empty folder or a missing file costs no model load)."""
+    leading: list[SourceItem] = []
     first = next(items, None)
     while isinstance(first, tuple):
         leading.append(first)
         first = next(items, None)
-    if first is None:
-        rows = [Prediction(path=source, error=error) for source, error in leading]
-        yield None, PredictionBatch(rows, np.zeros((0, 1, 1, 3), np.float32))
+    return first is not None, itertools.chain(leading, [] if first is None else [first], items)
+
+
+Model = Classifier | Detector | str | Path
+
+
+def model_kind(model: Model) -> str:
+    """``classify`` or ``detect``, from a loaded model or a model's metadata."""
+    if isinstance(model, Classifier | Detector):
+        return "detect" if isinstance(model, Detector) else "classify"
+    return model_task(model)
+
+
+def _batches(
+    model: Model, items: Iterator[SourceItem], batch_size: int, top_k: int, confidence: float
+) -> Iterator[tuple[Classifier | Detector | None, list, PredictionBatch | None]]:
+    """``(model, results, batch)`` per batch of inputs: predictions with their batch (for
+    heatmaps), or detections."""
+    found, items = _first_image(items)
+    detect = model_kind(model) == "detect"
+    if not found:
+        result = Detection if detect else Prediction
+        yield None, [result(path=source, error=error) for source, error in items], None
+        return
+    if detect:
+        detector = model if isinstance(model, Detector) else load_detector(model)
+        results = detector.detect(items, batch_size, confidence)
+        while chunk := list(itertools.islice(results, batch_size)):
+            yield detector, chunk, None
         return
     classifier = model if isinstance(model, Classifier) else load_model(model)
-    for batch in classifier.iter_batches(
-        itertools.chain(leading, [first], items), batch_size, top_k
-    ):
-        yield classifier, batch
+    for batch in classifier.iter_batches(items, batch_size, top_k):
+        yield classifier, batch.predictions, batch
 
 
 def predict_files(
-    model: Classifier | str | Path,
+    model: Model,
     sources: Iterable[str | Path] = (),
     paths_from: Iterable[str | Path] = (),
     *,
@@ -133,11 +178,16 @@ def predict_files(
     batch_size: int = 32,
     top_k: int = 3,
     explain_dir: str | Path | None = None,
-    on_prediction: Callable[[Prediction], None] | None = None,
+    on_prediction: Callable[[Prediction | Detection], None] | None = None,
     overwrite: bool = False,
+    confidence: float = 0.25,
+    draw_dir: str | Path | None = None,
 ) -> JobSummary:
     """Predict files, folders (recursive), globs and listed paths, in input order, with a
-    loaded :class:`Classifier` or a model path (loaded once an image turns up).
+    loaded :class:`Classifier` or :class:`Detector`, or a model path (loaded once an image
+    turns up). A detector's rows are :class:`Detection` objects (boxes above ``confidence``);
+    ``draw_dir`` gets a picture of each image with its boxes, ``explain_dir`` (a classifier) a
+    Grad-CAM overlay.
 
     A file that cannot be read gets a row with its error; the rest go on. With ``out`` the rows
     go to a results file (.csv, .json, .jsonl, .parquet) that appears only when complete;
@@ -151,25 +201,32 @@ def predict_files(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
     if explain_dir:
         prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
+    if draw_dir:
+        prepare_output_folder(draw_dir, "box pictures", _is_drawing, overwrite)
     summary = JobSummary(out=out)
-    writer = PredictionWriter(out) if out is not None else None
+    task = model_kind(model)
+    writer = PredictionWriter(out, task=task) if out is not None else None
     items = _counted(stream_sources(sources, paths_from, shard), summary)
     if writer is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         items = skip_scored(items, writer.start(resume))
     heatmaps: _HeatmapWriter | None = None
+    drawings: _NameKeeper | None = None
     try:
-        for classifier, batch in _batches(model, iter(items), batch_size, top_k):
-            for prediction in batch.predictions:
+        for loaded, results, batch in _batches(model, iter(items), batch_size, top_k, confidence):
+            for result in results:
                 if writer is not None:
-                    writer.add(prediction)
+                    writer.add(result)
                 summary.rows += 1
-                summary.predicted += prediction.ok
+                summary.predicted += result.ok
                 if on_prediction is not None:
-                    on_prediction(prediction)
-            if explain_dir and classifier is not None:
-                heatmaps = heatmaps or _HeatmapWriter(classifier, Path(explain_dir))
+                    on_prediction(result)
+            if explain_dir and isinstance(loaded, Classifier):
+                heatmaps = heatmaps or _HeatmapWriter(loaded, Path(explain_dir))
                 summary.heatmaps += heatmaps.write(batch)
+            if draw_dir and isinstance(loaded, Detector):
+                drawings = drawings or _NameKeeper(Path(draw_dir), "_boxes.png")
+                summary.drawings += sum(_draw(result, drawings) for result in results)
     except BaseException:
         if writer is not None:
             writer.flush()  # what was scored survives for --resume

@@ -85,3 +85,8 @@ def write_model_metadata(
             **extra,
         },
     )
+
+
+def model_task(path: str | Path) -> str:
+    """``classify`` or ``detect``: what the model at ``path`` does (read from its metadata)."""
+    return str(read_metadata(locate_model(path)).get("task", "classify"))

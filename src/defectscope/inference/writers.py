@@ -19,6 +19,7 @@ from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError, DefectscopeError
 from defectscope.core.spreadsheet import safe_row
 from defectscope.inference.classifier import Prediction
+from defectscope.inference.detector import Detection
 from defectscope.inference.sources import SourceItem
 
 CSV_COLUMNS = (
@@ -32,6 +33,7 @@ CSV_COLUMNS = (
     "unknown_score",
     "error",
 )
+BOX_COLUMNS = ("path", "label", "confidence", "xmin", "ymin", "xmax", "ymax", "error")
 FORMATS = (".csv", ".json", ".jsonl", ".parquet")
 log = logging.getLogger(__name__)
 
@@ -86,10 +88,13 @@ def skip_scored(items: Iterable[SourceItem], scored: Iterator[dict]) -> Iterator
 
 
 class PredictionWriter:
-    """Append predictions to ``OUT.partial`` in chunks; :meth:`finish` writes ``OUT``."""
+    """Append results to ``OUT.partial`` in chunks, one row per image; :meth:`finish` writes
+    ``OUT``. ``task`` ``detect``: results are detections, and CSV and Parquet get one row per
+    box (an image without a box: one row with an empty label)."""
 
-    def __init__(self, out: str | Path, chunk_rows: int = 1000) -> None:
+    def __init__(self, out: str | Path, chunk_rows: int = 1000, task: str = "classify") -> None:
         self.out = Path(out)
+        self.task = task
         if self.out.suffix not in FORMATS:
             raise ConfigError(f"output must end in one of {FORMATS}, got {str(self.out)!r}")
         self.partial = partial_path(self.out)
@@ -112,7 +117,7 @@ class PredictionWriter:
             self.counts["predicted"] += not row["error"]
             yield row
 
-    def add(self, prediction: Prediction) -> None:
+    def add(self, prediction: Prediction | Detection) -> None:
         self._pending.append(json.dumps(prediction.to_dict(), ensure_ascii=False) + "\n")
         self.counts["rows"] += 1
         self.counts["predicted"] += prediction.ok
@@ -134,7 +139,11 @@ class PredictionWriter:
         self.flush()
         self.partial.touch()
         with atomic_path(self.out) as temporary:
-            _CONVERTERS[self.out.suffix](_read_partial(self.partial), temporary)
+            rows = _read_partial(self.partial)
+            if self.task == "detect" and self.out.suffix in (".csv", ".parquet"):
+                _BOX_CONVERTERS[self.out.suffix](rows, temporary)
+            else:
+                _CONVERTERS[self.out.suffix](rows, temporary)
         self.partial.unlink()
         return self.out
 
@@ -214,6 +223,46 @@ _CONVERTERS = {
     ".jsonl": _write_jsonl,
     ".parquet": _write_parquet,
 }
+
+
+def _box_rows(rows: Iterator[dict]) -> Iterator[dict]:
+    """One row per box of each image's detections; one empty row for an image without."""
+    for row in rows:
+        if not row["boxes"]:
+            yield {"path": row["path"], "label": "", "error": row["error"]}
+        for box in row["boxes"]:
+            yield {"path": row["path"], **box, "error": row["error"]}
+
+
+def _write_box_csv(rows: Iterator[dict], target: Path) -> None:
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(BOX_COLUMNS)
+        for row in _box_rows(rows):
+            cells = {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()}
+            writer.writerow(safe_row([cells.get(column, "") for column in BOX_COLUMNS]))
+
+
+def _write_box_parquet(rows: Iterator[dict], target: Path, group_rows: int = 10_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    numbers = [(name, pa.float64()) for name in BOX_COLUMNS[2:7]]
+    schema = pa.schema(
+        [("path", pa.string()), ("label", pa.string()), *numbers, ("error", pa.string())]
+    )
+    with pq.ParquetWriter(str(target), schema) as writer:
+        group: list[dict] = []
+        for row in _box_rows(rows):
+            group.append(row)
+            if len(group) >= group_rows:
+                writer.write_table(pa.Table.from_pylist(group, schema))
+                group.clear()
+        if group:
+            writer.write_table(pa.Table.from_pylist(group, schema))
+
+
+_BOX_CONVERTERS = {".csv": _write_box_csv, ".parquet": _write_box_parquet}
 
 
 def write_predictions(predictions: Sequence[Prediction], path: str | Path) -> Path:

@@ -22,6 +22,8 @@ RESULT_COLUMNS = (
     "selection_loss",
     "selection_accuracy",
     "selection_xent",
+    "selection_map50",  # detection runs: COCO mAP of the selection set
+    "selection_map50_95",
     "learning_rate",
     "seconds",
 )
@@ -30,8 +32,8 @@ RESULT_COLUMNS = (
 def read_results(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    with open(path, newline="") as handle:  # rows of older runs lack the newer columns
+        return [{k: v or "" for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def current_learning_rate(model) -> float:
@@ -71,6 +73,8 @@ class ResultsLog(keras.callbacks.Callback):
             "selection_loss": logs.get("val_loss", ""),  # Keras' validation_data: selection
             "selection_accuracy": logs.get("val_accuracy", ""),
             "selection_xent": logs.get("val_xent", ""),
+            "selection_map50": logs.get("val_map50", ""),
+            "selection_map50_95": logs.get("val_map50_95", ""),
             "learning_rate": current_learning_rate(self.model),
             "seconds": round(time.perf_counter() - self._started, 3),
         }
@@ -85,7 +89,20 @@ class ResultsLog(keras.callbacks.Callback):
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path, buffer.getvalue())
-        if self.announce and ((epoch + 1) % self.quiet_epochs == 0 or epoch + 1 == self.total):
+        if not self.announce or ((epoch + 1) % self.quiet_epochs and epoch + 1 != self.total):
+            return
+        if row["selection_map50"] != "":
+            log.info(
+                "%s epoch %d/%d: loss %.4f selection mAP@0.5 %.4f mAP@0.5:0.95 %.4f (%.1f s)",
+                self.phase,
+                epoch + 1,
+                self.total,
+                float(row["loss"] or "nan"),
+                row["selection_map50"],
+                row["selection_map50_95"],
+                row["seconds"],
+            )
+        else:
             log.info(
                 "%s epoch %d/%d: loss %.4f acc %.4f selection loss %.4f acc %.4f lr %.2e (%.1f s)",
                 self.phase,

@@ -43,11 +43,38 @@ class FineTunePhaseConfig:
 
 
 @dataclass
+class DetectPhaseConfig:
+    """``task: detect``: RetinaNet's pyramid and heads trained on cached encoder features."""
+
+    epochs: int = 30
+    learning_rate: float = 1e-3  # peak of the cosine schedule
+    warmup_epochs: float = 1.0
+    batch_size: int = 16
+    head_convs: int = 2  # convolutions before each prediction head (KerasHub's default is 4)
+    anchor_size: float = 4.0  # anchors of 4 x 2^level pixels (P3: 32) at three scales
+    max_level: int = 7
+    flips: bool = True  # also train on left-right and up-down mirrored copies
+    patience: int = 8  # early stopping on selection mAP@0.5
+    confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "head_convs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"detect.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 5 <= self.max_level <= 7:
+            raise ConfigError(f"detect.max_level must be 5, 6 or 7, got {self.max_level!r}")
+
+
+TASKS = ("classify", "detect")
+
+
+@dataclass
 class TrainConfig:
     """Everything a run needs; saved fully resolved as ``runs/NAME/config.yaml``."""
 
     data: str = ""
     out: str = "runs/train"
+    task: str = "classify"  # "classify" (one class per image) or "detect" (boxes)
     train_split: str = "train"
     val_split: str = "validation"  # measured once, at the end; never chosen on
     selection_fraction: float = 0.1  # of the training split, stratified: chooses epochs
@@ -66,6 +93,7 @@ class TrainConfig:
     finetune: FineTunePhaseConfig = field(default_factory=FineTunePhaseConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
+    detect: DetectPhaseConfig = field(default_factory=DetectPhaseConfig)
 
     def __post_init__(self) -> None:
         if self.class_weights not in ("auto", "balanced", "none"):
@@ -76,6 +104,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         check_resize(self.resize)
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
         if not 0.0 <= self.selection_fraction < 0.5:
             raise ConfigError(
                 f"selection_fraction must be in [0, 0.5), got {self.selection_fraction!r}"
@@ -90,6 +120,7 @@ _NESTED = {
     "finetune": FineTunePhaseConfig,
     "augment": AugmentConfig,
     "distribute": DistributeConfig,
+    "detect": DetectPhaseConfig,
 }
 
 

@@ -24,7 +24,7 @@ class Stage(StrEnum):
     """How far a run got: each stage is written once its files are complete."""
 
     CREATED = "created"  # config.yaml written
-    HEAD_DONE = "head_done"  # phase 1 finished: weights/head.weights.h5 and best.keras
+    HEAD_DONE = "head_done"  # phase 1 finished (a detector: its features are cached)
     DONE = "done"  # both phases and the final evaluation finished
 
 
@@ -41,6 +41,7 @@ class RunState:
     head_epoch_seconds: float = 0.0
     head_speedup: float | None = None  # one cached head epoch against one backbone pass
     val_accuracy: float | None = None  # final evaluation, on the validation split
+    val_map50: float | None = None  # a detector's final evaluation, on the validation split
     train_seconds: float | None = None
 
     def to_dict(self) -> dict:

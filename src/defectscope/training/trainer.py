@@ -10,6 +10,7 @@ The run folder is described in :mod:`~defectscope.training.run_folder`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -19,15 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectscope.core.errors import RunFolderError
+from defectscope.data.detection import records_for
 from defectscope.evaluation.evaluate import evaluate
+from defectscope.evaluation.evaluate_detector import evaluate_detector
 from defectscope.evaluation.report import plot_training_curves
 from defectscope.inference.classifier import load_model
 from defectscope.inference.model_files import write_model_metadata
+from defectscope.models.detector import detector_settings
 from defectscope.models.xception import create_model
 from defectscope.training.calibrate import calibrate
 from defectscope.training.callbacks import read_results, save_for_inference
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import TrainConfig
+from defectscope.training.detect import detector_classes, train_detector
 from defectscope.training.distribute import (
     DistributeConfig,
     create_strategy,
@@ -121,6 +126,8 @@ def _run(run: RunFolder, config: TrainConfig, strategy) -> TrainResult:
             "chief" if chief else "worker: writes nothing",
         )
     keras.utils.set_random_seed(config.seed)
+    if config.task == "detect":
+        return _run_detector(run, config, started)
     with _precision(config.distribute):
         sources = open_run_sources(config)
         if chief:
@@ -201,6 +208,49 @@ def _finish(run: RunFolder, config: TrainConfig, sources: RunSources, started: f
         metrics["num_images"] - metrics["num_errors"],
         metrics["num_images"],
         metrics["macro_f1"],
+        run.evaluation_dir,
+    )
+    return TrainResult(run.root, metrics, state, seconds)
+
+
+def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainResult:
+    """``task: detect``: the records (converted into the run folder when ``data`` is a dataset
+    root), the detector trained on the fit part, chosen on the selection part, evaluated on
+    the validation split."""
+    records = records_for(config.data, run.root / "records")
+    sources = open_run_sources(dataclasses.replace(config, data=str(records)))
+    write_splits(sources, run.root / "splits.csv")
+    classes = detector_classes(sources.classes)
+    settings = detector_settings(config.detect)
+    write_model_metadata(
+        run.weights_dir,
+        classes,
+        config.image_size,
+        "stretch",
+        task="detect",
+        detector=settings,
+        output="bbox_regression (box deltas) and cls_logits per anchor; KerasHub decodes them",
+    )
+    train_detector(run, config, sources)
+    plot_training_curves(read_results(run.results_file), run.curves_file)
+    metrics = evaluate_detector(
+        run.root,
+        sources.validation,
+        out=run.evaluation_dir,
+        title=f"{run.root.name}: {config.val_split} split",
+        overwrite=True,
+        context=sources.describe(),
+    )
+    shutil.rmtree(run.backup_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    state = run.update_state(stage=Stage.DONE, val_map50=metrics["map50"], train_seconds=seconds)
+    log.info(
+        "done in %.1f min: %s mAP@0.5 %.4f, mAP@0.5:0.95 %.4f (%d images) -> %s",
+        seconds / 60,
+        config.val_split,
+        metrics["map50"],
+        metrics["map50_95"],
+        metrics["num_images"],
         run.evaluation_dir,
     )
     return TrainResult(run.root, metrics, state, seconds)

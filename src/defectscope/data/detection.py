@@ -1,0 +1,103 @@
+"""Images with their boxes, for the detector: the same records, decoding and resize.
+
+Elements are ``(image, boxes, labels, source_id)``: the float32 image at the detector's square
+input (the one decode path, stretched), the boxes as pixel ``xyxy`` corners of that input padded
+to :data:`MAX_BOXES` rows, the class of each (-1 for padding, and for a box whose class is not
+one of the dataset's classes). ``flip`` mirrors image and boxes together, for the cached
+augmented copies of the training set.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from defectscope.core.errors import ConfigError
+from defectscope.data.pipeline import (
+    DataSource,
+    DataSourceError,
+    _member_of,
+    is_tfrecord_folder,
+    preprocess_encoded,
+)
+from defectscope.data.tfrecord_features import (
+    IMAGE_ENCODED,
+    IMAGE_SOURCE_ID,
+    OBJECT_BBOX_XMAX,
+    OBJECT_BBOX_XMIN,
+    OBJECT_BBOX_YMAX,
+    OBJECT_BBOX_YMIN,
+    OBJECT_CLASS_LABEL,
+    parse_example,
+)
+
+MAX_BOXES = 64  # boxes kept per image (NEU-DET has at most 9)
+FLIPS = ("none", "horizontal", "vertical")
+
+
+def records_for(data: str | Path, out: Path | None = None) -> Path:
+    """A TFRecord folder for ``data``: itself, or a conversion of the dataset root into ``out``
+    (a temporary folder by default)."""
+    from defectscope.data.tfrecord_writer import convert_dataset
+
+    if is_tfrecord_folder(data):
+        return Path(data)
+    if out is not None and is_tfrecord_folder(out):  # converted before (a resumed run)
+        return out
+    out = out or Path(tempfile.mkdtemp(prefix="defectscope-records-"))
+    convert_dataset(data, out, num_shards=2, overwrite=True)
+    return out
+
+
+def _boxes(parsed: dict, size: int, flip: str):
+    import tensorflow as tf
+
+    xmin, xmax = parsed[OBJECT_BBOX_XMIN], parsed[OBJECT_BBOX_XMAX]
+    ymin, ymax = parsed[OBJECT_BBOX_YMIN], parsed[OBJECT_BBOX_YMAX]
+    if flip == "horizontal":
+        xmin, xmax = 1.0 - xmax, 1.0 - xmin
+    elif flip == "vertical":
+        ymin, ymax = 1.0 - ymax, 1.0 - ymin
+    boxes = tf.stack([xmin, ymin, xmax, ymax], axis=-1) * float(size)
+    labels = tf.cast(parsed[OBJECT_CLASS_LABEL], tf.float32)
+    count = tf.minimum(tf.shape(labels)[0], MAX_BOXES)
+    pad = MAX_BOXES - count
+    boxes = tf.pad(boxes[:count], [[0, pad], [0, 0]])
+    labels = tf.pad(labels[:count], [[0, pad]], constant_values=-1.0)
+    return tf.ensure_shape(boxes, [MAX_BOXES, 4]), tf.ensure_shape(labels, [MAX_BOXES])
+
+
+def create_detection_dataset(
+    source: DataSource,
+    image_size: int,
+    batch_size: int = 16,
+    flip: str = "none",
+    shuffle: bool = False,
+    seed: int | None = None,
+):
+    """Batched ``(images, {"boxes", "labels"}, source_ids)`` of a TFRecord source."""
+    import tensorflow as tf
+
+    if source.kind != "tfrecord":
+        raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
+    if flip not in FLIPS:
+        raise ConfigError(f"flip must be one of {FLIPS}, got {flip!r}")
+    records = tf.data.TFRecordDataset(list(source.files))
+    if shuffle:
+        records = records.shuffle(4096, seed=seed)
+
+    def element(serialized):
+        parsed = parse_example(serialized)
+        image = preprocess_encoded(parsed[IMAGE_ENCODED], image_size)
+        if flip == "horizontal":
+            image = tf.image.flip_left_right(image)
+        elif flip == "vertical":
+            image = tf.image.flip_up_down(image)
+        boxes, labels = _boxes(parsed, image_size, flip)
+        return image, {"boxes": boxes, "labels": labels}, parsed[IMAGE_SOURCE_ID]
+
+    dataset = records.map(element, num_parallel_calls=tf.data.AUTOTUNE)
+    if source.only is not None:
+        keep = _member_of(source.only)
+        dataset = dataset.filter(lambda image, target, source_id: keep(image, 0, source_id))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,132 @@
+"""Detection metrics with pycocotools: mAP@0.5, mAP@0.5:0.95, per-class AP, PR curves, and a
+detection confusion matrix with a background row and column (as Ultralytics draws it).
+
+Boxes are pixel ``xyxy`` corners; ground truth per image is ``(boxes, labels)``, detections
+``(boxes, labels, scores)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ImageBoxes:
+    """The boxes of one image: ``xyxy`` pixels, class indices and (for detections) scores."""
+
+    boxes: np.ndarray  # (N, 4)
+    labels: np.ndarray  # (N,)
+    scores: np.ndarray | None = None  # (N,)
+
+
+def _coco(truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str], size: int):
+    from pycocotools.coco import COCO
+
+    images = [{"id": i, "width": size, "height": size} for i in range(len(truths))]
+    categories = [{"id": c, "name": name} for c, name in enumerate(classes)]
+    annotations, detections = [], []
+    for image_id, (truth, pred) in enumerate(zip(truths, found, strict=True)):
+        for box, label in zip(truth.boxes, truth.labels, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+        for box, label, score in zip(pred.boxes, pred.labels, pred.scores, strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                }
+            )
+    truth_set = COCO()
+    truth_set.dataset = {"images": images, "categories": categories, "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth_set.createIndex()
+        found_set = truth_set.loadRes(detections) if detections else None
+    return truth_set, found_set
+
+
+def coco_metrics(
+    truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str], size: int
+) -> dict:
+    """``map50``, ``map50_95``, ``per_class_ap50`` and the PR curve at IoU 0.5 per class."""
+    from pycocotools.cocoeval import COCOeval
+
+    truth_set, found_set = _coco(truths, found, classes, size)
+    empty = {"map50": 0.0, "map50_95": 0.0, "per_class_ap50": dict.fromkeys(classes, 0.0)}
+    if found_set is None:
+        return {**empty, "pr_curves": {}}
+    evaluation = COCOeval(truth_set, found_set, iouType="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    precision = evaluation.eval["precision"]  # (iou, recall, class, area, max dets)
+    at50 = precision[0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections
+    per_class, curves = {}, {}
+    for index, name in enumerate(classes):
+        column = at50[:, index]
+        valid = column > -1
+        per_class[name] = float(column[valid].mean()) if valid.any() else float("nan")
+        curves[name] = np.where(valid, column, 0.0).tolist()
+    return {
+        "map50": float(evaluation.stats[1]),
+        "map50_95": float(evaluation.stats[0]),
+        "per_class_ap50": per_class,
+        "pr_curves": {"recall": evaluation.params.recThrs.tolist(), "precision": curves},
+    }
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def confusion(
+    truths: list[ImageBoxes],
+    found: list[ImageBoxes],
+    num_classes: int,
+    iou: float = 0.5,
+    confidence: float = 0.25,
+) -> np.ndarray:
+    """``(C+1, C+1)`` counts, rows = predicted, columns = true, last = background: a detection
+    matched (IoU >= ``iou``, best first) to a true box counts at (its class, the box's class),
+    an unmatched one at (its class, background), a missed true box at (background, its class)."""
+    matrix = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    for truth, pred in zip(truths, found, strict=True):
+        keep = pred.scores >= confidence
+        boxes, labels = pred.boxes[keep], pred.labels[keep]
+        order = np.argsort(-pred.scores[keep])
+        unmatched = np.ones(len(truth.labels), bool)
+        for index in order:
+            overlaps = _iou(boxes[index], truth.boxes) if len(truth.boxes) else np.zeros(0)
+            overlaps[~unmatched] = 0.0
+            best = int(np.argmax(overlaps)) if len(overlaps) else -1
+            if best >= 0 and overlaps[best] >= iou:
+                unmatched[best] = False
+                matrix[int(labels[index]), int(truth.labels[best])] += 1
+            else:
+                matrix[int(labels[index]), num_classes] += 1
+        for label in truth.labels[unmatched]:
+            matrix[num_classes, int(label)] += 1
+    return matrix

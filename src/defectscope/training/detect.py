@@ -1,0 +1,213 @@
+"""``task: detect``: RetinaNet's pyramid and heads trained on cached Xception features.
+
+Backpropagating through Xception every step runs at about 2 images/s on two CPU cores, so the
+encoder stays frozen (ImageNet weights, BatchNormalization in inference mode) and its P3-P5
+outputs are computed once per image (and once per mirrored copy) into a disk cache
+(:mod:`~defectscope.training.pyramid_cache`). The feature pyramid and the box and class heads
+train on those, with KerasHub's label encoder and losses (the detector's own ``compute_loss``);
+the epoch with the best mAP@0.5 on the selection set is kept, and the whole detector (encoder
+included) is saved, so prediction and export see one ordinary KerasHub model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from defectscope.core.atomic_io import atomic_path
+from defectscope.core.errors import ConfigError
+from defectscope.data.discovery import BACKGROUND
+from defectscope.evaluation.detection import ImageBoxes, coco_metrics
+from defectscope.models.detector import create_detector, detector_settings
+from defectscope.training.callbacks import (
+    ChiefBackupAndRestore,
+    ResultsLog,
+    read_results,
+)
+from defectscope.training.config import TrainConfig
+from defectscope.training.distribute import epoch_seed
+from defectscope.training.pyramid_cache import (
+    PyramidCache,
+    cache_pyramids,
+    cached_batches,
+    epoch_steps,
+)
+from defectscope.training.run_folder import RunFolder, Stage
+from defectscope.training.sources import RunSources
+
+log = logging.getLogger("defectscope.train")
+
+
+def head_trainer(detector):
+    """A model from cached P3-P5 features to the detector's raw outputs, sharing the detector's
+    pyramid and head layers, whose loss is the detector's own (label encoder, focal loss)."""
+    import keras
+    from keras import ops
+
+    encoder = detector.backbone.image_encoder
+    shapes = {level: tuple(t.shape[1:]) for level, t in encoder.pyramid_outputs.items()}
+    inputs = {level: keras.Input(shape, name=level) for level, shape in shapes.items()}
+    pyramid = detector.backbone.feature_pyramid(inputs)
+    boxes, classes = [], []
+    for level in pyramid:
+        boxes.append(keras.layers.Reshape((-1, 4))(detector.box_head(pyramid[level])))
+        classes.append(
+            keras.layers.Reshape((-1, detector.num_classes))(
+                detector.classification_head(pyramid[level])
+            )
+        )
+    outputs = {
+        "bbox_regression": keras.layers.Concatenate(axis=1)(boxes),
+        "cls_logits": keras.layers.Concatenate(axis=1)(classes),
+    }
+    size = encoder.image_size
+
+    class CachedFeatureTrainer(keras.Model):
+        def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
+            images = ops.zeros((ops.shape(x["P3"])[0], size, size, 3))  # shape for the anchors
+            return detector.compute_loss(images, y, y_pred, sample_weight)
+
+    return CachedFeatureTrainer(inputs, outputs, name="retinanet_heads")
+
+
+def decode(detector, raw: dict, size: int) -> list[ImageBoxes]:
+    """KerasHub's decoder (anchors, box deltas, non-max suppression) on raw head outputs."""
+    count = int(np.asarray(raw["cls_logits"]).shape[0])
+    images = np.zeros((count, size, size, 3), np.float32)
+    decoded = detector.decode_predictions(raw, images)
+    found = []
+    for index in range(count):
+        kept = int(np.asarray(decoded["num_detections"])[index])
+        found.append(
+            ImageBoxes(
+                np.asarray(decoded["boxes"])[index, :kept],
+                np.asarray(decoded["labels"])[index, :kept].astype(int),
+                np.asarray(decoded["confidence"])[index, :kept],
+            )
+        )
+    return found
+
+
+def truths(cache: PyramidCache) -> list[ImageBoxes]:
+    rows = range(cache.count)
+    boxes, labels = cache.boxes(rows), cache.labels(rows)
+    found = []
+    for image_boxes, image_labels in zip(boxes, labels, strict=True):
+        real = image_labels >= 0
+        found.append(ImageBoxes(image_boxes[real], image_labels[real].astype(int)))
+    return found
+
+
+def selection_map(trainer, detector, cache: PyramidCache, classes: list[str], size: int) -> dict:
+    """mAP of the current heads on the (cached) selection set."""
+    found: list[ImageBoxes] = []
+    for start in range(0, cache.count, 32):
+        features = cache.features(range(start, min(start + 32, cache.count)))
+        raw = {k: np.asarray(v) for k, v in trainer(features, training=False).items()}
+        found.extend(decode(detector, raw, size))
+    return coco_metrics(truths(cache), found, classes, size)
+
+
+def _save_detector(detector, path) -> None:
+    with atomic_path(path) as temp:
+        detector.save(temp)
+
+
+def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes, best, chief):
+    import keras
+
+    size = config.image_size
+
+    class SelectionMap(keras.callbacks.Callback):
+        """Selection mAP@0.5 after each epoch (into the logs), the best detector saved, and
+        early stopping after ``patience`` epochs without a better one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best, self.wait = best, 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            found = selection_map(trainer_ref[0], detector, selection, classes, size)
+            if logs is not None:
+                logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
+            score = (found["map50"], found["map50_95"])
+            if score > self.best:
+                self.best, self.wait = score, 0
+                if chief:
+                    _save_detector(detector, run.best_model)
+                log.info("best detector: selection mAP@0.5 %.4f -> %s", score[0], run.best_model)
+                return
+            self.wait += 1
+            if self.wait >= config.detect.patience:
+                log.info("early stop: no better selection mAP for %d epochs", self.wait)
+                self.model.stop_training = True
+
+    return SelectionMap()
+
+
+def _compile(trainer, config: TrainConfig, steps: int) -> None:
+    import keras
+
+    phase = config.detect
+    warmup = int(steps * phase.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, steps * phase.epochs - warmup),
+        warmup_target=phase.learning_rate,
+        warmup_steps=warmup,
+    )
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
+
+
+def _history_best(run: RunFolder) -> tuple[float, float]:
+    rows = [r for r in read_results(run.results_file) if r["phase"] == "detect"]
+    scores = [
+        (float(r["selection_map50"] or -1), float(r["selection_map50_95"] or -1)) for r in rows
+    ]
+    return max(scores, default=(-1.0, -1.0))
+
+
+def detector_classes(classes: list[str]) -> list[str]:
+    """The box classes: the dataset's, without the ``background`` of images without boxes
+    (discovery puts it last, so box labels index both lists alike)."""
+    return [name for name in classes if name != BACKGROUND]
+
+
+def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
+    """Train (or resume) the detector's heads; saves best/last.keras; returns the detector."""
+    classes = detector_classes(sources.classes)
+    phase = config.detect
+    detector = create_detector(
+        classes, config.image_size, config.weights, **detector_settings(phase)
+    )
+    flips = ("none", "horizontal", "vertical") if phase.flips else ("none",)
+    fit = [cache_pyramids(detector, sources.fit, config, run, flip) for flip in flips]
+    selection = cache_pyramids(detector, sources.selection, config, run, "none")
+    run.update_state(stage=Stage.HEAD_DONE)  # features are cached: a resume starts training
+    trainer = head_trainer(detector)
+    if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
+        raise ConfigError(f"{config.data}: the training images hold no box to learn from")
+    steps = epoch_steps(fit, phase.batch_size)
+    _compile(trainer, config, steps)
+    first = run.backup_epoch()
+    data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
+    callbacks = [
+        _checkpoint_callback(
+            detector, [trainer], config, run, selection, classes, _history_best(run), True
+        ),
+        ResultsLog(run.results_file, "detect", phase.epochs),
+        ChiefBackupAndRestore(str(run.backup_dir)),
+    ]
+    log.info(
+        "detector: %d fit images (%d cached copies), %d selection images, %d steps per epoch",
+        fit[0].count,
+        len(fit),
+        selection.count,
+        steps,
+    )
+    trainer.fit(data, epochs=phase.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    _save_detector(detector, run.last_model)
+    if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
+        _save_detector(detector, run.best_model)
+    return detector

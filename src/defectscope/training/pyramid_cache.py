@@ -1,0 +1,161 @@
+"""The frozen encoder's P3-P5 outputs of every image, computed once, kept on disk.
+
+One folder per (images, mirroring, weights, input size): ``P3.npy`` ... as float16 arrays read
+by memory mapping (the fit set of NEU-DET at 256 px with two mirrored copies is about 9 GB), the
+boxes and labels beside them, and a ``complete`` marker written last, so an interrupted cache is
+recomputed, never read half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from defectscope.core.progress import Progress
+from defectscope.data.detection import create_detection_dataset
+from defectscope.data.pipeline import DataSource
+from defectscope.training.config import TrainConfig
+from defectscope.training.features import _source_identity, _weights_identity
+from defectscope.training.run_folder import RunFolder
+
+LEVELS = ("P3", "P4", "P5")
+COMPLETE = "complete"
+
+
+@dataclass
+class PyramidCache:
+    folder: Path
+    count: int
+
+    def _array(self, name: str) -> np.ndarray:
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+
+    def features(self, rows: Iterable[int]) -> dict[str, np.ndarray]:
+        rows = np.asarray(list(rows))
+        return {level: self._array(level)[rows].astype(np.float32) for level in LEVELS}
+
+    def boxes(self, rows=None) -> np.ndarray:
+        data = self._array("boxes")
+        return np.asarray(data if rows is None else data[np.asarray(list(rows))])
+
+    def labels(self, rows=None) -> np.ndarray:
+        data = self._array("labels")
+        return np.asarray(data if rows is None else data[np.asarray(list(rows))])
+
+
+def _cache_folder(source: DataSource, config: TrainConfig, run: RunFolder, flip: str) -> Path:
+    identity = json.dumps(
+        [_weights_identity(config.weights), config.image_size, _source_identity(source), flip]
+    )
+    key = hashlib.sha256(identity.encode()).hexdigest()[:20]
+    root = Path(config.feature_cache or run.root.parent / ".feature-cache")
+    return root / f"pyramid-{source.split}-{flip}-{key}"
+
+
+def _write(encoder_levels, source: DataSource, size: int, flip: str, folder: Path) -> int:
+    from numpy.lib.format import open_memmap
+
+    count = source.num_examples
+    dataset = create_detection_dataset(source, size, batch_size=16, flip=flip)
+    arrays: dict[str, np.ndarray] = {}
+    row, progress = 0, Progress(f"pyramid features of {source.split} ({flip})", count)
+    for images, target, _ in dataset:
+        levels = {k: np.asarray(v) for k, v in encoder_levels(images, training=False).items()}
+        if not arrays:
+            for name, value in levels.items():
+                arrays[name] = open_memmap(
+                    folder / f"{name}.npy", "w+", np.float16, (count, *value.shape[1:])
+                )
+            arrays["boxes"] = open_memmap(
+                folder / "boxes.npy", "w+", np.float32, (count, *target["boxes"].shape[1:])
+            )
+            arrays["labels"] = open_memmap(
+                folder / "labels.npy", "w+", np.float32, (count, *target["labels"].shape[1:])
+            )
+        rows = slice(row, row + len(images))
+        for name in LEVELS:
+            arrays[name][rows] = levels[name]
+        arrays["boxes"][rows], arrays["labels"][rows] = target["boxes"], target["labels"]
+        row += len(images)
+        progress.update(len(images))
+    progress.close()
+    for array in arrays.values():
+        array.flush()
+    return row
+
+
+def cache_pyramids(
+    detector, source: DataSource, config: TrainConfig, run: RunFolder, flip: str
+) -> PyramidCache:
+    """The cache of ``source`` (mirrored by ``flip``): read when complete, else computed."""
+    import keras
+
+    folder = _cache_folder(source, config, run, flip)
+    if (folder / COMPLETE).is_file():
+        return PyramidCache(folder, int((folder / COMPLETE).read_text()))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    encoder = detector.backbone.image_encoder
+    levels = keras.Model(encoder.inputs, encoder.pyramid_outputs)
+    count = _write(levels, source, config.image_size, flip, folder)
+    (folder / COMPLETE).write_text(str(count))
+    return PyramidCache(folder, count)
+
+
+def epoch_steps(caches: list[PyramidCache], batch_size: int) -> int:
+    """Batches per epoch: every image once (in one of its cached copies), the rest dropped."""
+    return max(1, caches[0].count // batch_size)
+
+
+def cached_batches(
+    caches: list[PyramidCache], batch_size: int, seed_of: Callable[[int], int], first_epoch: int
+):
+    """Shuffled batches ``(features, {"boxes", "labels"})``, one epoch after another from
+    ``first_epoch``: each image once per epoch, in a copy (plain or mirrored) drawn at random,
+    the order and the copies from ``seed_of(epoch)``."""
+    import tensorflow as tf
+
+    first = caches[0]
+    shapes = {name: first._array(name).shape[1:] for name in LEVELS}
+    box_shape = first._array("boxes").shape[1:]
+    steps = epoch_steps(caches, batch_size)
+
+    def batches():
+        epoch = first_epoch
+        while True:
+            rng = np.random.default_rng(seed_of(epoch))
+            order = rng.permutation(first.count)
+            copies = rng.integers(0, len(caches), first.count)
+            for step in range(steps):
+                rows = order[step * batch_size : (step + 1) * batch_size]
+                yield _gather(caches, [(int(copies[r]), int(r)) for r in rows])
+            epoch += 1
+
+    signature = (
+        {n: tf.TensorSpec((None, *s), tf.float32) for n, s in shapes.items()},
+        {
+            "boxes": tf.TensorSpec((None, *box_shape), tf.float32),
+            "labels": tf.TensorSpec((None, box_shape[0]), tf.float32),
+        },
+    )
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return dataset.prefetch(2)
+
+
+def _gather(caches: list[PyramidCache], chosen: list[tuple[int, int]]):
+    features = {name: [] for name in LEVELS}
+    boxes, labels = [], []
+    for cache_index, row in chosen:
+        cache = caches[cache_index]
+        for name, value in cache.features([row]).items():
+            features[name].append(value[0])
+        boxes.append(cache.boxes([row])[0])
+        labels.append(cache.labels([row])[0])
+    stacked = {name: np.stack(values) for name, values in features.items()}
+    return stacked, {"boxes": np.stack(boxes), "labels": np.stack(labels)}

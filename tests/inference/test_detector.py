@@ -1,0 +1,115 @@
+"""A detector through the library and the CLI: rows per box, pictures, the API, bad files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from defectscope.cli.main import app
+from defectscope.inference.batch import predict_files
+from defectscope.inference.detector import load_detector
+from defectscope.inference.model_files import ModelLoadError
+from defectscope.inference.writers import BOX_COLUMNS
+
+runner = CliRunner()
+
+
+def _wide_image(folder: Path) -> Path:
+    """A 150 x 100 image: boxes must come back in its pixels, not the model's 96 px square."""
+    path = folder / "wide.png"
+    Image.new("RGB", (150, 100), (120, 120, 120)).save(path)
+    return path
+
+
+def test_the_api_gives_boxes_in_pixels_of_the_original(tiny_detector_run, tmp_path) -> None:
+    detector = load_detector(tiny_detector_run)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    found = list(detector.detect([_wide_image(tmp_path), bad], confidence=0.0))
+    assert (found[0].width, found[0].height) == (150, 100) and found[0].ok
+    assert found[0].boxes, "the decoder of the tiny run keeps boxes of any confidence"
+    for box in found[0].boxes:
+        assert box.label in detector.classes and 0.0 <= box.confidence <= 1.0
+        assert 0 <= box.xmin < box.xmax <= 150 and 0 <= box.ymin < box.ymax <= 100
+    assert sum(found[0].counts().values()) == len(found[0].boxes)
+    assert not found[1].ok and found[1].boxes == []
+    as_dict = found[0].to_dict()
+    assert set(as_dict) >= {"path", "boxes", "counts", "error"}
+
+
+def test_a_classifier_is_not_a_detector(tiny_run) -> None:
+    with pytest.raises(ModelLoadError, match="not a detector"):
+        load_detector(tiny_run)
+
+
+def test_predict_writes_one_row_per_box(tiny_detector_run, tmp_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    _wide_image(images)
+    (images / "broken.png").write_bytes(b"\x89PNG broken")
+    out, drawn = tmp_path / "boxes.csv", tmp_path / "drawn"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(images),
+            "--model",
+            str(tiny_detector_run),
+            "--out",
+            str(out),
+            "--conf",
+            "0",
+            "--draw",
+            str(drawn),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == BOX_COLUMNS
+    broken = [r for r in rows if r["path"].endswith("broken.png")]
+    assert len(broken) == 1 and broken[0]["error"] and broken[0]["label"] == ""
+    boxes = [r for r in rows if r["path"].endswith("wide.png")]
+    assert len(boxes) > 1 and all(r["label"] and float(r["xmax"]) > float(r["xmin"]) for r in boxes)
+    picture = Image.open(drawn / "wide_boxes.png")
+    assert picture.size == (150, 100)
+    assert "1 picture with boxes" in result.output
+
+
+def test_an_image_without_a_box_above_conf_gets_one_empty_row(tiny_detector_run, tmp_path):
+    out = tmp_path / "none.jsonl"
+    summary = predict_files(tiny_detector_run, [_wide_image(tmp_path)], out=out, confidence=1.0)
+    assert summary.predicted == 1
+    row = json.loads(out.read_text())
+    assert row["boxes"] == [] and row["error"] == ""
+    csv_out = tmp_path / "none.csv"
+    predict_files(tiny_detector_run, [_wide_image(tmp_path)], out=csv_out, confidence=1.0)
+    rows = list(csv.DictReader(io.StringIO(csv_out.read_text())))
+    assert len(rows) == 1 and rows[0]["label"] == "" and rows[0]["error"] == ""
+
+
+def test_evaluate_on_a_detector_writes_coco_metrics(tiny_detector_run, synthetic_root, tmp_path):
+    out = tmp_path / "evaluation"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_detector_run),
+            "--data",
+            str(synthetic_root),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "detect" and metrics["num_images"] == 12
+    assert {"map50", "map50_95", "per_class_ap50", "classes"} <= set(metrics)
+    assert (out / "pr_curves.png").is_file() and (out / "predictions.png").is_file()

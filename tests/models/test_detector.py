@@ -1,0 +1,51 @@
+"""The KerasHub RetinaNet as defectscope builds it: initial biases, box codec, layer names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from defectscope.core.errors import ConfigError
+from defectscope.models.detector import PRIOR_PROBABILITY, create_detector
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector(["dent", "rust", "scale"], image_size=96, weights=None, head_convs=1)
+
+
+def test_heads_start_as_retinanet_does(detector) -> None:
+    """Class logits at the foreground prior, box deltas at zero (KerasHub swaps them)."""
+    box_bias = np.asarray(detector.box_head.prediction_layer.bias)
+    class_bias = np.asarray(detector.classification_head.prediction_layer.bias)
+    assert np.all(box_bias == 0.0)
+    prior = 1 / (1 + np.exp(-class_bias))
+    np.testing.assert_allclose(prior, PRIOR_PROBABILITY, rtol=1e-4)
+
+
+def test_encoded_truths_decode_back_to_the_same_boxes(detector) -> None:
+    """The label encoder and the decoder agree on formats: perfect raw outputs give the truth."""
+    boxes = np.array([[[10, 20, 50, 70], [60, 5, 90, 40], [0, 0, 0, 0]]], np.float32)
+    labels = np.array([[0, 2, -1]], np.float32)
+    images = np.zeros((1, 96, 96, 3), np.float32)
+    deltas, classes = detector.label_encoder(images=images, gt_boxes=boxes, gt_classes=labels)
+    classes = np.asarray(classes)
+    logits = np.full((*classes.shape, 3), -10.0, np.float32)
+    positive = np.argwhere(classes >= 0)
+    logits[positive[:, 0], positive[:, 1], classes[classes >= 0].astype(int)] = 10.0
+    raw = {"bbox_regression": np.asarray(deltas), "cls_logits": logits}
+    decoded = detector.decode_predictions(raw, images)
+    count = int(np.asarray(decoded["num_detections"])[0])
+    found = sorted(
+        zip(
+            np.asarray(decoded["labels"])[0, :count].tolist(),
+            np.asarray(decoded["boxes"])[0, :count].round(3).tolist(),
+            strict=True,
+        )
+    )
+    assert found == [(0, [10.0, 20.0, 50.0, 70.0]), (2, [60.0, 5.0, 90.0, 40.0])]
+
+
+def test_sizes_the_pyramid_cannot_divide_are_refused() -> None:
+    with pytest.raises(ConfigError, match="multiple of 32.*got 100"):
+        create_detector(["dent"], image_size=100)
