@@ -123,7 +123,7 @@ def main() -> None:
         "Mahalanobis": lambda f, z: scorer.scores(f),
     }
     print(f"\nrun {args.run}; {len(sets['fit'][0])} fit, {len(sets['selection'][0])} selection")
-    header = f"{'set':<32}{'images':>7}" + "".join(f"{n:>22}" for n in scores)
+    header = f"{'set':<32}{'images':>7}" + "".join(f"{n:>28}" for n in scores)
     print(header + "\n" + "-" * len(header))
     inside = {n: fn(*sets["validation (in)"]) for n, fn in scores.items()}
     limits = {n: float(np.quantile(fn(*sets["selection"]), 0.95)) for n, fn in scores.items()}
@@ -140,7 +140,7 @@ def main() -> None:
                 else f"AUROC {auroc(inside[score_name], values):.3f}, "
             )
             cells.append(f"{area}{flagged:.0%} flagged")
-        print(f"{name:<32}{len(features):>7}" + "".join(f"{c:>22}" for c in cells))
+        print(f"{name:<32}{len(features):>7}" + "".join(f"{c:>28}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -57,6 +60,10 @@ def test_run_folder_holds_everything(tiny_run: Path) -> None:
     assert metadata["classes"][0] == "crazing" and metadata["image_size"] == 71
     assert metadata["unknown"]["chosen_on"] == "selection (6 images)"
     assert "operating_point" not in metadata  # no OK class among the synthetic classes
+    for name in ("best.keras", "last.keras"):  # what a user ships holds no optimizer state
+        with zipfile.ZipFile(tiny_run / "weights" / name) as archive:
+            weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+            assert "optimizer" not in weights, name
 
 
 def test_existing_run_folder_is_not_overwritten(tiny_run: Path, synthetic_records: Path) -> None:

@@ -24,8 +24,12 @@ DEMO_ENTRIES = frozenset(
         "samples.png",
         "inspect.json",
         "predictions.csv",
+        "detector",
+        "boxes",
+        "detections.csv",
     }
 )
+DETECTOR_EPOCHS = 8
 
 
 def _clear_earlier_demo(out: Path, overwrite: bool) -> None:
@@ -56,26 +60,68 @@ def demo(
 
     _clear_earlier_demo(out, overwrite)
     dataset, records, run = out / "dataset", out / "tfrecords", out / "run"
-    typer.echo(f"[1/5] synthesising a NEU-like dataset in {dataset}")
+    typer.echo(f"[1/6] synthesising a NEU-like dataset in {dataset}")
     synthesize_dataset(dataset, per_class, max(2, per_class // 4), seed=seed)
     planted = add_quirks(dataset)
     typer.echo(f"      planted {len(planted)} broken or stray files to show the problem report")
-    typer.echo(f"[2/5] convert -> {records}")
+    typer.echo(f"[2/6] convert -> {records}")
     convert(data=dataset, out=records, shards=2, workers=os.cpu_count() or 1)
-    typer.echo(f"[3/5] inspect {records}")
+    typer.echo(f"[3/6] inspect {records}")
     inspect(records, grid=out / "samples.png", json_out=out / "inspect.json", samples=6)
-    typer.echo(f"[4/5] train (preset 'demo': 96 px, random init, {epochs} epochs) -> {run}")
+    typer.echo(f"[4/6] train (preset 'demo': 96 px, random init, {epochs} epochs) -> {run}")
     train(data=records, out=run, config="demo", epochs=epochs, seed=seed)
     typer.echo(
-        f"[5/5] predict the validation images and the broken files -> {out / 'predictions.csv'}"
+        f"[5/6] predict the validation images and the broken files -> {out / 'predictions.csv'}"
     )
     predict(
         sources=[str(dataset / "validation" / "images"), str(planted[2])],
         model=run,
         out=out / "predictions.csv",
     )
+    _detect(out, records, dataset, seed)
     typer.echo(
         f"done. report {run / 'evaluation' / 'report.md'}, confusion matrix "
         f"{run / 'evaluation' / 'confusion_matrix.png'}, curves {run / 'training_curves.png'}, "
-        f"samples {out / 'samples.png'}"
+        f"samples {out / 'samples.png'}, boxes {out / 'boxes'}"
+    )
+
+
+def _detector_weights() -> str:
+    """ImageNet weights when this machine has them (``DEFECTSCOPE_WEIGHTS``, Keras' cache or a
+    download), else a random encoder: the demo never needs the network."""
+    from defectscope.core.errors import ConfigError
+    from defectscope.models.xception import resolve_weights
+
+    try:
+        resolve_weights("imagenet")
+    except ConfigError:
+        return "none"
+    return "imagenet"
+
+
+def _detect(out: Path, records: Path, dataset: Path, seed: int) -> None:
+    weights = _detector_weights()
+    encoder = (
+        "ImageNet" if weights == "imagenet" else "random (set DEFECTSCOPE_WEIGHTS for ImageNet)"
+    )
+    typer.echo(
+        f"[6/6] train a defect detector (boxes; 128 px, {encoder} encoder, {DETECTOR_EPOCHS} "
+        f"epochs) -> {out / 'detector'}; boxes of the validation images -> {out / 'boxes'}"
+    )
+    train(
+        data=records,
+        out=out / "detector",
+        task="detect",
+        weights=weights,
+        image_size=128,
+        epochs=DETECTOR_EPOCHS,
+        batch_size=8,
+        seed=seed,
+    )
+    predict(
+        sources=[str(dataset / "validation" / "images")],
+        model=out / "detector",
+        out=out / "detections.csv",
+        quiet=True,
+        draw=out / "boxes",
     )

@@ -32,6 +32,7 @@ from defectscope.inference.model_files import (
     read_metadata,
 )
 from defectscope.inference.sources import SourceItem
+from defectscope.models.detector import compiled_decoder, create_detector, per_image
 
 TASK_DETECT = "detect"
 
@@ -134,8 +135,6 @@ class Detector:
     """A loaded detector (Keras, or an ONNX/TFLite export decoded by KerasHub)."""
 
     def __init__(self, location: ModelLocation, metadata: dict) -> None:
-        from defectscope.models.detector import create_detector
-
         self.path, self.metadata, self.kind = location.path, metadata, location.kind
         self.classes: list[str] = list(metadata["classes"])
         self.image_size = int(metadata["image_size"])
@@ -146,6 +145,7 @@ class Detector:
         else:  # an export gives raw outputs; an unweighted twin decodes them the same way
             self.model = create_detector(self.classes, self.image_size, None, **settings)
         self.confidence = float(settings.get("confidence", 0.05))
+        self._decode = compiled_decoder(self.model)
 
     @property
     def backend_name(self) -> str:
@@ -156,18 +156,8 @@ class Detector:
         images = np.asarray(images, dtype=np.float32)
         outputs = self.backend.predict_outputs(images)  # (KerasHub's predict_on_batch cannot
         outputs = raw_outputs(outputs, len(self.classes), self.path)  # unpack a lone batch)
-        decoded = self.model.decode_predictions(outputs, images)
-        found = []
-        for index in range(len(images)):
-            count = int(np.asarray(decoded["num_detections"])[index])
-            found.append(
-                RawBoxes(
-                    np.asarray(decoded["boxes"])[index, :count],
-                    np.asarray(decoded["labels"])[index, :count].astype(int),
-                    np.asarray(decoded["confidence"])[index, :count],
-                )
-            )
-        return found
+        decoded = self._decode(outputs, images)
+        return [RawBoxes(*found) for found in per_image(decoded)]
 
     def detect(
         self, paths: Iterable[SourceItem | str], batch_size: int = 8, confidence: float = 0.25

@@ -12,6 +12,7 @@ included) is saved, so prediction and export see one ordinary KerasHub model.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -19,7 +20,12 @@ from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import ImageBoxes, coco_metrics
-from defectscope.models.detector import create_detector, detector_settings
+from defectscope.models.detector import (
+    compiled_decoder,
+    create_detector,
+    detector_settings,
+    per_image,
+)
 from defectscope.training.callbacks import (
     ChiefBackupAndRestore,
     ResultsLog,
@@ -71,22 +77,11 @@ def head_trainer(detector):
     return CachedFeatureTrainer(inputs, outputs, name="retinanet_heads")
 
 
-def decode(detector, raw: dict, size: int) -> list[ImageBoxes]:
-    """KerasHub's decoder (anchors, box deltas, non-max suppression) on raw head outputs."""
+def decode(decoder, raw: dict, size: int) -> list[ImageBoxes]:
+    """A compiled KerasHub decoder (anchors, box deltas, non-max suppression) on raw outputs."""
     count = int(np.asarray(raw["cls_logits"]).shape[0])
     images = np.zeros((count, size, size, 3), np.float32)
-    decoded = detector.decode_predictions(raw, images)
-    found = []
-    for index in range(count):
-        kept = int(np.asarray(decoded["num_detections"])[index])
-        found.append(
-            ImageBoxes(
-                np.asarray(decoded["boxes"])[index, :kept],
-                np.asarray(decoded["labels"])[index, :kept].astype(int),
-                np.asarray(decoded["confidence"])[index, :kept],
-            )
-        )
-    return found
+    return [ImageBoxes(*found) for found in per_image(decoder(raw, images))]
 
 
 def truths(cache: PyramidCache) -> list[ImageBoxes]:
@@ -99,13 +94,13 @@ def truths(cache: PyramidCache) -> list[ImageBoxes]:
     return found
 
 
-def selection_map(trainer, detector, cache: PyramidCache, classes: list[str], size: int) -> dict:
+def selection_map(trainer, decoder, cache: PyramidCache, classes: list[str], size: int) -> dict:
     """mAP of the current heads on the (cached) selection set."""
     found: list[ImageBoxes] = []
     for start in range(0, cache.count, 32):
         features = cache.features(range(start, min(start + 32, cache.count)))
         raw = {k: np.asarray(v) for k, v in trainer(features, training=False).items()}
-        found.extend(decode(detector, raw, size))
+        found.extend(decode(decoder, raw, size))
     return coco_metrics(truths(cache), found, classes, size)
 
 
@@ -117,7 +112,7 @@ def _save_detector(detector, path) -> None:
 def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes, best, chief):
     import keras
 
-    size = config.image_size
+    size, decoder = config.image_size, compiled_decoder(detector)
 
     class SelectionMap(keras.callbacks.Callback):
         """Selection mAP@0.5 after each epoch (into the logs), the best detector saved, and
@@ -128,7 +123,7 @@ def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes,
             self.best, self.wait = best, 0
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            found = selection_map(trainer_ref[0], detector, selection, classes, size)
+            found = selection_map(trainer_ref[0], decoder, selection, classes, size)
             if logs is not None:
                 logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
             score = (found["map50"], found["map50_95"])
@@ -182,9 +177,11 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
         classes, config.image_size, config.weights, **detector_settings(phase)
     )
     flips = ("none", "horizontal", "vertical") if phase.flips else ("none",)
+    started = time.perf_counter()
     fit = [cache_pyramids(detector, sources.fit, config, run, flip) for flip in flips]
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
-    run.update_state(stage=Stage.HEAD_DONE)  # features are cached: a resume starts training
+    if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
+        run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)
     trainer = head_trainer(detector)
     if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
         raise ConfigError(f"{config.data}: the training images hold no box to learn from")

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from defectscope.core.progress import on_terminal
-from defectscope.data.pipeline import DataSource
+from defectscope.data.pipeline import DataSource, create_dataset
 from defectscope.models.xception import set_trainable_blocks
 from defectscope.training.callbacks import (
     HEAD_PHASE,
@@ -15,6 +15,7 @@ from defectscope.training.callbacks import (
     BestCheckpoint,
     ChiefBackupAndRestore,
     EpochRandomState,
+    PreciseBatchNorm,
     ResultsLog,
     StepProgress,
     read_results,
@@ -101,6 +102,16 @@ def _callbacks(config: TrainConfig, run: RunFolder, chief: bool) -> list:
     return callbacks
 
 
+def _precise_norms(config: TrainConfig, train: DataSource, pretrained: bool) -> list:
+    """From random weights: BatchNormalization statistics recomputed before each validation."""
+    if pretrained:
+        return []
+    images = create_dataset(
+        train, image_size=config.image_size, batch_size=config.batch_size, resize=config.resize
+    ).map(lambda image, label: image)
+    return [PreciseBatchNorm(images)]
+
+
 def fine_tune(
     model, config: TrainConfig, run: RunFolder, train: DataSource, selection: DataSource, strategy
 ) -> None:
@@ -126,6 +137,6 @@ def fine_tune(
         epochs=config.finetune.epochs,
         steps_per_epoch=inputs.steps_per_epoch,
         class_weight=inputs.class_weight,
-        callbacks=_callbacks(config, run, chief),
+        callbacks=_callbacks(config, run, chief) + _precise_norms(config, train, pretrained),
         verbose=_fit_verbosity() if chief else 0,
     )

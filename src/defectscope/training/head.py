@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.models.xception import create_feature_extractor, create_head_model
-from defectscope.training.callbacks import KeepBest, ResultsLog
+from defectscope.training.callbacks import KeepBest, ResultsLog, save_for_inference
 from defectscope.training.config import TrainConfig
 from defectscope.training.features import cached_features
 from defectscope.training.run_folder import RunFolder, Stage
@@ -83,7 +83,7 @@ def train_head(model, config: TrainConfig, run: RunFolder, sources: RunSources) 
         f" vs {fit.seconds:.0f} s for one backbone pass ({speedup:.0f}x)" if speedup else "",
     )
     model.save_weights(run.head_weights)
-    model.save(run.best_model)
+    save_for_inference(model, run.best_model)
     run.update_state(
         stage=Stage.HEAD_DONE,
         head_selection_accuracy=float(chosen),
