@@ -87,6 +87,7 @@ def create_detector(
     import keras_hub
     from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
     from keras_hub.src.layers.modeling.non_max_supression import NonMaxSuppression
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
     if len(classes) < 1:
         raise ConfigError("a detector needs at least one class")
@@ -109,6 +110,14 @@ def create_detector(
         aspect_ratios=[0.5, 1.0, 2.0],
         anchor_size=anchor_size,
     )
+    # every true box gets its best anchor even below IoU 0.5: without it, 21 of 24 NEU
+    # selection images of long, thin scratches had no positive anchor at all (AP@0.5 0.001)
+    encoder_of_labels = RetinaNetLabelEncoder(
+        anchors,
+        bounding_box_format=BOX_FORMAT,
+        encoding_format="center_xywh",
+        box_matcher_force_match_for_each_col=True,
+    )
     decoder = NonMaxSuppression(
         bounding_box_format=BOX_FORMAT,
         from_logits=True,
@@ -121,6 +130,7 @@ def create_detector(
         num_classes=len(classes),
         bounding_box_format=BOX_FORMAT,
         anchor_generator=anchors,
+        label_encoder=encoder_of_labels,
         prediction_decoder=decoder,
         pre_logits_num_conv_layers=head_convs,
         name="defectscope_retinanet",
