@@ -49,3 +49,12 @@ def test_encoded_truths_decode_back_to_the_same_boxes(detector) -> None:
 def test_sizes_the_pyramid_cannot_divide_are_refused() -> None:
     with pytest.raises(ConfigError, match="multiple of 32.*got 100"):
         create_detector(["dent"], image_size=100)
+
+
+def test_a_long_thin_box_still_gets_an_anchor_to_learn_from(detector) -> None:
+    """A scratch across the image overlaps no anchor by IoU 0.5; it must still be matched."""
+    boxes = np.array([[[2, 44, 94, 50], [0, 0, 0, 0]]], np.float32)  # 92 x 6 px, then padding
+    labels = np.array([[1, -1]], np.float32)
+    images = np.zeros((1, 96, 96, 3), np.float32)
+    _, classes = detector.label_encoder(images=images, gt_boxes=boxes, gt_classes=labels)
+    assert (np.asarray(classes) == 1).sum() >= 1
