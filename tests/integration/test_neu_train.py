@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from defectscope.evaluation.evaluate import evaluate
 from defectscope.training.config import resolve_config
 from defectscope.training.trainer import train
-from tests.helpers import results_rows
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -43,8 +43,8 @@ def test_head_on_cached_features_reaches_97_5_percent(
 def test_fine_tuning_epoch_one_keeps_what_the_head_learned(
     neu_records: tuple[Path, dict], xception_weights: Path, neu_runs: Path
 ) -> None:
-    """Phase 2 starts where phase 1 ended: its first epoch is not worse on the selection set
-    (before the BatchNormalization fix it fell from 98.3% to 93.9% on NEU validation)."""
+    """Phase 2 starts where phase 1 ended: after its first epoch the model is not more than one
+    point worse on validation (before the BatchNormalization fix: 98.3% -> 93.9%)."""
     records, _ = neu_records
     config = resolve_config(
         data=str(records),
@@ -53,7 +53,10 @@ def test_fine_tuning_epoch_one_keeps_what_the_head_learned(
         finetune={"epochs": 1},
     )
     result = train(config)
-    head = result.state.head_selection_accuracy
-    first = float(results_rows(result.run_dir, "finetune")[0]["selection_accuracy"])
-    assert first >= head - 0.01, (first, head)
+    # weights/last.keras is the model after fine-tuning epoch 1, whichever the run kept
+    after_one_epoch = evaluate(
+        result.run_dir / "weights" / "last.keras", records, out=neu_runs / "epoch-one"
+    )
+    head = result.state.head_validation_accuracy
+    assert after_one_epoch["accuracy"] >= head - 0.01, (after_one_epoch["accuracy"], head)
     assert result.metrics["accuracy"] >= 0.975, result.metrics
