@@ -32,14 +32,19 @@ def check_inputs(model, data, split: str, out, overwrite: bool = False) -> None:
     """What ``evaluate`` needs, checked without TensorFlow: the model's files and metadata, the
     data's split and classes, and an output folder that keeps the user's files."""
     if not isinstance(model, Classifier):
-        classes = read_metadata(locate_model(model))["classes"]
-        if not isinstance(data, DataSource):
-            found = list(check_source(data, [split]))
-            if found != list(classes):
-                raise ClassMismatchError(
-                    f"data classes {found} differ from the model's {list(classes)}"
-                )
+        check_data_classes(model, data, split)
     prepare_output_folder(out, "evaluation files", is_evaluation_file, overwrite)
+
+
+def check_data_classes(model, data, split: str, ignored: frozenset[str] = frozenset()) -> None:
+    """The classes of ``data``'s split (without ``ignored`` ones) are the model's, in order;
+    read from the model's metadata and the data's manifest or folders, without TensorFlow."""
+    classes = list(read_metadata(locate_model(model))["classes"])
+    if isinstance(data, DataSource):
+        return
+    found = [name for name in check_source(data, [split]) if name not in ignored]
+    if found != classes:
+        raise ClassMismatchError(f"data classes {found} differ from the model's {classes}")
 
 
 def evaluate(

@@ -13,9 +13,9 @@ from defectscope.core.files import prepare_output_folder
 from defectscope.core.text import plural
 from defectscope.data.detection import create_detection_dataset, records_for
 from defectscope.data.discovery import BACKGROUND
-from defectscope.data.pipeline import DataSource, check_source, open_source
+from defectscope.data.pipeline import DataSource, open_source
 from defectscope.evaluation.detection import ImageBoxes, coco_metrics, confusion
-from defectscope.evaluation.evaluate import ClassMismatchError
+from defectscope.evaluation.evaluate import check_data_classes
 from defectscope.evaluation.report import _pyplot, _save, is_evaluation_file
 from defectscope.inference.detector import (
     FOUND_COLOR,
@@ -24,7 +24,6 @@ from defectscope.inference.detector import (
     draw_labelled_boxes,
     load_detector,
 )
-from defectscope.inference.model_files import locate_model, read_metadata
 
 GRID_IMAGES = 12
 DETECTION_FILES = frozenset({"pr_curves.png", "predictions.png"})
@@ -154,12 +153,8 @@ def _report(metrics: dict, title: str) -> str:
 
 def check_detector_inputs(model, data, split: str, out, overwrite: bool = False) -> None:
     """What ``evaluate`` of a detector needs, checked without TensorFlow."""
-    if not isinstance(model, Detector):
-        classes = list(read_metadata(locate_model(model))["classes"])
-        if not isinstance(data, DataSource):
-            found = [c for c in check_source(data, [split]) if c != BACKGROUND]
-            if found != classes:
-                raise ClassMismatchError(f"data classes {found} differ from the model's {classes}")
+    if not isinstance(model, Detector):  # images without boxes form the background class
+        check_data_classes(model, data, split, ignored=frozenset({BACKGROUND}))
     prepare_output_folder(out, "evaluation files", _is_output, overwrite)
 
 
