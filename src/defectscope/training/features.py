@@ -1,12 +1,16 @@
-"""Backbone features of un-augmented images, computed once and cached on disk.
+"""Backbone features of a split's images, computed once and cached on disk.
 
 Phase 1 trains the head on these, so a head epoch costs a matrix product instead of a pass of
-Xception over every image. The cache key covers everything the features depend on: the weights,
-the input size and the exact images (shard hashes or file list) of the split.
+Xception over every image. Besides the clean images, the training set can add augmented copies
+(the augmentation of phase 2, seeded), so that the head phase 2 starts from already knows flipped,
+rotated, noisy and blurred images. The cache key covers everything the features depend on: the
+weights, the input size, the exact images (shard hashes or file list) of the split and, for an
+augmented copy, the augmentation and its seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -20,6 +24,7 @@ import numpy as np
 from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.core.files import file_sha256
 from defectscope.core.progress import Progress
+from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import DataSource, create_dataset
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,27 @@ def _source_identity(source: DataSource) -> str:
     return ",".join(source.files)
 
 
-def cache_key(source: DataSource, weights: str, image_size: int, resize: str = "stretch") -> str:
+@dataclass(frozen=True)
+class AugmentedCopy:
+    """One seeded, augmented pass over a split (``None`` in its place means the clean images)."""
+
+    augment: AugmentConfig
+    seed: int
+
+
+def cache_key(
+    source: DataSource,
+    weights: str,
+    image_size: int,
+    resize: str = "stretch",
+    copy: AugmentedCopy | None = None,
+) -> str:
     parts = [_weights_identity(weights), image_size, source.split, _source_identity(source)]
-    identity = json.dumps(parts if resize == "stretch" else [*parts, resize])
-    return hashlib.sha256(identity.encode()).hexdigest()[:20]
+    if resize != "stretch":
+        parts.append(resize)
+    if copy is not None:
+        parts.append([dataclasses.asdict(copy.augment), copy.seed])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 def extract_features(
@@ -63,11 +85,22 @@ def extract_features(
     image_size: int,
     batch_size: int = 32,
     resize: str = "stretch",
+    copy: AugmentedCopy | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``feature_model`` over every image of ``source`` (no augmentation), in source order."""
-    dataset = create_dataset(source, image_size=image_size, batch_size=batch_size, resize=resize)
+    """Run ``feature_model`` over every image of ``source``: clean and in source order, or, for
+    an augmented ``copy``, in the shuffled order of its seed (labels travel with the images)."""
+    dataset = create_dataset(
+        source,
+        image_size=image_size,
+        batch_size=batch_size,
+        resize=resize,
+        training=copy is not None,
+        augment=copy.augment if copy else None,
+        seed=copy.seed if copy else None,
+    )
     features, labels = [], []
-    counter = Progress(f"features of {source.split}", source.num_examples)
+    what = "augmented copy" if copy else "features"
+    counter = Progress(f"{what} of {source.split}", source.num_examples)
     for images, batch_labels in dataset:
         features.append(feature_model(images, training=False).numpy())
         labels.append(batch_labels.numpy())
@@ -84,9 +117,12 @@ def cached_features(
     cache_dir: Path,
     batch_size: int = 32,
     resize: str = "stretch",
+    copy: AugmentedCopy | None = None,
 ) -> CachedFeatures:
-    """Features of ``source`` from ``cache_dir`` if present, else computed and stored atomically."""
-    path = cache_dir / f"{source.split}-{cache_key(source, weights, image_size, resize)}.npz"
+    """Features of ``source`` (or of one augmented ``copy`` of it) from ``cache_dir`` if present,
+    else computed and stored atomically."""
+    key = cache_key(source, weights, image_size, resize, copy)
+    path = cache_dir / f"{source.split}-{key}.npz"
     if path.is_file():
         try:
             with np.load(path) as stored:
@@ -94,13 +130,14 @@ def cached_features(
         except (OSError, ValueError, KeyError) as err:
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)
     started = time.perf_counter()
-    features, labels = extract_features(feature_model, source, image_size, batch_size, resize)
+    features, labels = extract_features(feature_model, source, image_size, batch_size, resize, copy)
     seconds = time.perf_counter() - started
     buffer = io.BytesIO()
     np.savez(buffer, features=features, labels=labels)
     atomic_write_bytes(path, buffer.getvalue())
     log.info(
-        "features of %d %s images in %.0f s (%.1f img/s), cached in %s",
+        "%s of %d %s images in %.0f s (%.1f img/s), cached in %s",
+        "augmented copy" if copy else "features",
         len(labels),
         source.split,
         seconds,

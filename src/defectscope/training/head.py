@@ -11,7 +11,7 @@ import numpy as np
 from defectscope.models.xception import create_feature_extractor, create_head_model
 from defectscope.training.callbacks import KeepBest, ResultsLog, save_for_inference
 from defectscope.training.config import TrainConfig
-from defectscope.training.features import cached_features
+from defectscope.training.features import AugmentedCopy, CachedFeatures, cached_features
 from defectscope.training.run_folder import RunFolder, Stage
 from defectscope.training.sources import RunSources
 
@@ -27,15 +27,42 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, 
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def augmented_copies(config: TrainConfig) -> list[AugmentedCopy]:
+    """The seeded augmented passes over the fit set that phase 1 adds to its clean images."""
+    return [
+        AugmentedCopy(config.augment, seed=1_000_003 * (copy + 1) + config.seed)
+        for copy in range(config.head.augmented_copies)
+    ]
+
+
+def _fit_features(extractor, config: TrainConfig, sources: RunSources, cache_dir: Path):
+    """Features of the clean fit set followed by those of its augmented copies."""
+    size, resize = config.image_size, config.resize
+    parts = [
+        cached_features(
+            extractor, sources.fit, config.weights, size, cache_dir, resize=resize, copy=copy
+        )
+        for copy in [None, *augmented_copies(config)]
+    ]
+    return CachedFeatures(
+        np.concatenate([part.features for part in parts]),
+        np.concatenate([part.labels for part in parts]),
+        sum(part.seconds for part in parts),
+        all(part.from_cache for part in parts),
+    )
+
+
 def _features(model, config: TrainConfig, run: RunFolder, sources: RunSources) -> list:
-    """Cached backbone features of the fit, selection and validation sets."""
+    """Cached backbone features of the fit (with its augmented copies), selection and validation
+    sets."""
     extractor = create_feature_extractor(model)
     cache_dir = Path(config.feature_cache or run.root.parent / ".feature-cache")
-    return [
+    fit = _fit_features(extractor, config, sources, cache_dir)
+    return [fit] + [
         cached_features(
             extractor, source, config.weights, config.image_size, cache_dir, resize=config.resize
         )
-        for source in (sources.fit, sources.selection, sources.validation)
+        for source in (sources.selection, sources.validation)
     ]
 
 
