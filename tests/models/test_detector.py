@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from defectscope.core.errors import ConfigError
-from defectscope.models.detector import PRIOR_PROBABILITY, create_detector
+from defectscope.models.detector import PRIOR_PROBABILITY, anchor_coverage, create_detector
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,17 @@ def test_a_long_thin_box_still_gets_an_anchor_to_learn_from(detector) -> None:
     images = np.zeros((1, 96, 96, 3), np.float32)
     _, classes = detector.label_encoder(images=images, gt_boxes=boxes, gt_classes=labels)
     assert (np.asarray(classes) == 1).sum() >= 1
+
+
+def test_wider_aspect_ratios_give_thin_boxes_an_anchor(detector) -> None:
+    """Anchor coverage per class, as training reports it: KerasHub's ratios (0.5-2) match no
+    anchor to a 6:1 scratch at IoU 0.5; ratios out to 5 do; a square box is covered by both."""
+    boxes = np.array([[[10, 40, 70, 50], [30, 30, 62, 62], [0, 0, 0, 0]]], np.float32)
+    labels = np.array([[0, 1, -1]], np.float32)
+    classes = ["scratch", "pit", "unused"]
+    assert anchor_coverage(detector, boxes, labels, classes) == {"scratch": 0.0, "pit": 1.0}
+    wide = create_detector(
+        classes, image_size=96, head_convs=1, aspect_ratios=(0.2, 0.5, 1.0, 2.0, 5.0)
+    )
+    assert anchor_coverage(wide, boxes, labels, classes) == {"scratch": 1.0, "pit": 1.0}
+    assert anchor_coverage(wide, boxes[:, 2:], labels[:, 2:], classes) == {}

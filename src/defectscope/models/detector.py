@@ -78,8 +78,12 @@ def create_detector(
     anchor_size: float = 4.0,
     confidence: float = 0.05,
     head_convs: int = 4,
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
 ):
     """RetinaNet with KerasHub's anchors, label encoder, losses and NMS decoder.
+
+    ``aspect_ratios`` (height / width of the anchors) defaults to KerasHub's; the ``detect``
+    training config asks for wider ones, which long thin defects need.
 
     The encoder's BatchNormalization stays frozen (inference mode) whatever is trained.
     """
@@ -107,7 +111,7 @@ def create_detector(
         min_level=3,
         max_level=max_level,
         num_scales=3,
-        aspect_ratios=[0.5, 1.0, 2.0],
+        aspect_ratios=[float(ratio) for ratio in aspect_ratios],
         anchor_size=anchor_size,
     )
     # every true box gets its best anchor even below IoU 0.5: without it, 21 of 24 NEU
@@ -187,6 +191,7 @@ def detector_settings(config) -> dict:
         "anchor_size": config.anchor_size,
         "confidence": config.confidence,
         "head_convs": config.head_convs,
+        "aspect_ratios": list(config.aspect_ratios),
     }
 
 
@@ -206,3 +211,26 @@ def set_encoder_trainable(detector, unfreeze_from: str | None) -> int:
         norm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = index >= start and not norm
     return sum(1 for layer in encoder.layers if layer.trainable and layer.weights)
+
+
+def anchor_coverage(detector, boxes, labels, classes: list[str], threshold: float = 0.5) -> dict:
+    """Per class, the share of true boxes (pixel ``xyxy`` of the model input; label -1 pads)
+    whose best anchor overlaps them at IoU >= ``threshold``, the label encoder's match rule.
+    A low share means the anchors do not fit that class's box shapes."""
+    import numpy as np
+    from keras.utils import bounding_boxes
+
+    size = detector.backbone.image_encoder.image_size
+    anchors = detector.anchor_generator(np.zeros((size, size, 3), np.float32))
+    anchors = np.concatenate([np.asarray(level) for level in anchors.values()])
+    flat_boxes, flat_labels = np.reshape(boxes, (-1, 4)), np.reshape(labels, (-1,))
+    real = flat_labels >= 0
+    flat_boxes, flat_labels = flat_boxes[real].astype(np.float32), flat_labels[real].astype(int)
+    if not len(flat_boxes):
+        return {}
+    best = np.asarray(bounding_boxes.compute_iou(flat_boxes, anchors, BOX_FORMAT)).max(axis=1)
+    return {
+        name: float(np.mean(best[flat_labels == index] >= threshold))
+        for index, name in enumerate(classes)
+        if (flat_labels == index).any()
+    }

@@ -21,6 +21,7 @@ from defectscope.core.errors import ConfigError
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import ImageBoxes, coco_metrics
 from defectscope.models.detector import (
+    anchor_coverage,
     compiled_decoder,
     create_detector,
     detector_settings,
@@ -169,6 +170,24 @@ def detector_classes(classes: list[str]) -> list[str]:
     return [name for name in classes if name != BACKGROUND]
 
 
+def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) -> dict:
+    """Log, per class, the share of fit boxes an anchor matches; warn below one half."""
+    coverage = anchor_coverage(detector, cache.boxes(), cache.labels(), classes)
+    log.info(
+        "true boxes with an anchor at IoU >= 0.5: %s",
+        ", ".join(f"{name} {share:.0%}" for name, share in coverage.items()),
+    )
+    for name, share in coverage.items():
+        if share < 0.5:
+            log.warning(
+                "class %r: only %.0f%% of its boxes have an anchor at IoU >= 0.5; its box shapes "
+                "may need other detect.aspect_ratios or detect.anchor_size",
+                name,
+                100 * share,
+            )
+    return coverage
+
+
 def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
     """Train (or resume) the detector's heads; saves best/last.keras; returns the detector."""
     classes = detector_classes(sources.classes)
@@ -185,6 +204,7 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
     trainer = head_trainer(detector)
     if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
         raise ConfigError(f"{config.data}: the training images hold no box to learn from")
+    report_anchor_coverage(detector, fit[0], classes)
     steps = epoch_steps(fit, phase.batch_size)
     _compile(trainer, config, steps)
     first = run.backup_epoch()
