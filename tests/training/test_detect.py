@@ -19,6 +19,7 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
         assert (run / name).is_file(), name
     metadata = json.loads((run / "weights" / "metadata.json").read_text())
     assert metadata["task"] == "detect" and metadata["detector"]["confidence"] == 0.0
+    assert metadata["detector"]["aspect_ratios"] == [0.2, 0.5, 1.0, 2.0, 5.0]  # exports decode
     assert "background" not in metadata["classes"]
     rows = results_rows(run, "detect")
     assert len(rows) == 1 and rows[0]["selection_map50"] != ""
@@ -51,6 +52,10 @@ def test_detection_needs_boxes_and_a_size_the_pyramid_divides(
                 synthetic_root, tmp_path / "c", distribute={"strategy": "mirrored"}
             )
         )
+    with pytest.raises(
+        ConfigError, match=r"aspect_ratios must be positive numbers, got \[1.0, 0.0\]"
+    ):
+        tiny_detector_config(synthetic_root, tmp_path / "d", detect={"aspect_ratios": [1.0, 0.0]})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
