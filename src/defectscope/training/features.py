@@ -2,10 +2,10 @@
 
 Phase 1 trains the head on these, so a head epoch costs a matrix product instead of a pass of
 Xception over every image. Besides the clean images, the training set can add augmented copies
-(the augmentation of phase 2, seeded), so that the head phase 2 starts from already knows flipped,
-rotated, noisy and blurred images. The cache key covers everything the features depend on: the
-weights, the input size, the exact images (shard hashes or file list) of the split and, for an
-augmented copy, the augmentation and its seed.
+(the augmentation of phase 2, seeded), so that the head phase 2 starts from has already seen
+flipped, rotated, noisy and blurred images. The cache key covers everything the features
+depend on: the weights, the input size, the exact images (shard hashes or file list) of the
+split and, for an augmented copy, the augmentation and its seed.
 """
 
 from __future__ import annotations

@@ -107,7 +107,9 @@ def train_head(model, config: TrainConfig, run: RunFolder, sources: RunSources) 
         chosen,
         measured,
         epoch_seconds,
-        f" vs {fit.seconds:.0f} s for one backbone pass ({speedup:.0f}x)" if speedup else "",
+        f" vs {fit.seconds:.0f} s for backbone passes over them ({speedup:.0f}x)"
+        if speedup
+        else "",
     )
     model.save_weights(run.head_weights)
     save_for_inference(model, run.best_model)

@@ -39,7 +39,7 @@ class RunState:
     class_weights: list[float] | None = None
     feature_seconds: float = 0.0  # time of the backbone pass that filled the feature cache
     head_epoch_seconds: float = 0.0
-    head_speedup: float | None = None  # one cached head epoch against one backbone pass
+    head_speedup: float | None = None  # a cached head epoch against backbone passes over it
     val_accuracy: float | None = None  # final evaluation, on the validation split
     val_map50: float | None = None  # a detector's final evaluation, on the validation split
     train_seconds: float | None = None
