@@ -195,24 +195,6 @@ def detector_settings(config) -> dict:
     }
 
 
-def set_encoder_trainable(detector, unfreeze_from: str | None) -> int:
-    """Freeze the encoder below ``unfreeze_from`` (an Xception block, or None: all frozen);
-    BatchNormalization stays frozen. Returns the number of trainable encoder layers."""
-    import keras
-
-    encoder = detector.backbone.image_encoder
-    names = [layer.name for layer in encoder.layers]
-    start = len(names)
-    if unfreeze_from not in (None, "none"):
-        start = next((i for i, n in enumerate(names) if n.startswith(f"{unfreeze_from}_")), None)
-        if start is None:
-            raise ConfigError(f"unfreeze_from must be an Xception block, got {unfreeze_from!r}")
-    for index, layer in enumerate(encoder.layers):
-        norm = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = index >= start and not norm
-    return sum(1 for layer in encoder.layers if layer.trainable and layer.weights)
-
-
 def anchor_coverage(detector, boxes, labels, classes: list[str], threshold: float = 0.5) -> dict:
     """Per class, the share of true boxes (pixel ``xyxy`` of the model input; label -1 pads)
     whose best anchor overlaps them at IoU >= ``threshold``, the label encoder's match rule.
