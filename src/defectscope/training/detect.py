@@ -223,7 +223,14 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
         selection.count,
         steps,
     )
-    trainer.fit(data, epochs=phase.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    trainer.fit(  # the batches are shuffled by seed, per epoch: no shuffle by Keras
+        data,
+        epochs=phase.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=0,
+    )
     _save_detector(detector, run.last_model)
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
         _save_detector(detector, run.best_model)

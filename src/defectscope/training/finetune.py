@@ -136,6 +136,7 @@ def fine_tune(
         validation_data=inputs.val,
         epochs=config.finetune.epochs,
         steps_per_epoch=inputs.steps_per_epoch,
+        shuffle=False,  # the dataset shuffles itself, by seed and epoch
         class_weight=inputs.class_weight,
         callbacks=_callbacks(config, run, chief) + _precise_norms(config, train, pretrained),
         verbose=_fit_verbosity() if chief else 0,
