@@ -89,9 +89,6 @@ def create_detector(
     """
     import keras
     import keras_hub
-    from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
-    from keras_hub.src.layers.modeling.non_max_supression import NonMaxSuppression
-    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
     if len(classes) < 1:
         raise ConfigError("a detector needs at least one class")
@@ -106,6 +103,27 @@ def create_detector(
         use_p5=False,
         image_shape=(image_size, image_size, 3),
     )
+    anchors, label_encoder, decoder = _box_coding(max_level, anchor_size, aspect_ratios, confidence)
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone,
+        num_classes=len(classes),
+        bounding_box_format=BOX_FORMAT,
+        anchor_generator=anchors,
+        label_encoder=label_encoder,
+        prediction_decoder=decoder,
+        pre_logits_num_conv_layers=head_convs,
+        name="defectscope_retinanet",
+    )
+    _initial_head_biases(detector)
+    return detector
+
+
+def _box_coding(max_level: int, anchor_size: float, aspect_ratios, confidence: float):
+    """KerasHub's anchor generator, label encoder and non-max-suppression decoder."""
+    from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
+    from keras_hub.src.layers.modeling.non_max_supression import NonMaxSuppression
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
+
     anchors = AnchorGenerator(
         BOX_FORMAT,
         min_level=3,
@@ -116,7 +134,7 @@ def create_detector(
     )
     # every true box gets its best anchor even below IoU 0.5: without it, 21 of 24 NEU
     # selection images of long, thin scratches had no positive anchor at all (AP@0.5 0.001)
-    encoder_of_labels = RetinaNetLabelEncoder(
+    label_encoder = RetinaNetLabelEncoder(
         anchors,
         bounding_box_format=BOX_FORMAT,
         encoding_format="center_xywh",
@@ -129,18 +147,7 @@ def create_detector(
         confidence_threshold=confidence,
         max_detections=100,
     )
-    detector = keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone,
-        num_classes=len(classes),
-        bounding_box_format=BOX_FORMAT,
-        anchor_generator=anchors,
-        label_encoder=encoder_of_labels,
-        prediction_decoder=decoder,
-        pre_logits_num_conv_layers=head_convs,
-        name="defectscope_retinanet",
-    )
-    _initial_head_biases(detector)
-    return detector
+    return anchors, label_encoder, decoder
 
 
 PRIOR_PROBABILITY = 0.01  # RetinaNet's initial foreground probability of every anchor
