@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--formats", default="onnx,tflite,onnx-int8,tflite-int8")
     args = parser.parse_args()
     print_curve(args.run)
     print_per_class(args.run)

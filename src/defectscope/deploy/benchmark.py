@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.deploy.export import FORMATS, ExportError, export_model, run_folder_of
-from defectscope.deploy.export_detector import DETECTOR_FORMATS
 from defectscope.inference.backends import KerasBackend, load_backend
 from defectscope.inference.detector import Detector
 from defectscope.inference.explain import source_model_path
@@ -118,7 +117,6 @@ def run_benchmark(
         keras_detector = Detector(location, metadata)
         keras_model = keras_detector.model
         callables = {"keras": keras_detector.detect_arrays}
-        formats = tuple(f for f in formats if f in DETECTOR_FORMATS)
     else:
         keras_model = KerasBackend(location.path, metadata).model
         callables = {"keras": lambda x: keras_model.predict(x, verbose=0)}

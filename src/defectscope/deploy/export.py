@@ -25,7 +25,11 @@ from defectscope.core.errors import ConfigError, ExportError
 from defectscope.core.files import prepare_output_folder
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import create_dataset
-from defectscope.deploy.export_detector import check_detector_format, detector_parity
+from defectscope.deploy.export_detector import (
+    detector_calibration,
+    detector_parity,
+    detector_records,
+)
 from defectscope.inference.backends import BACKENDS, KerasBackend
 from defectscope.inference.model_files import METADATA_NAME, locate_model, read_metadata
 from defectscope.inference.scores import softmax
@@ -84,17 +88,14 @@ def _write_tflite(keras_model, folder: Path, calibration) -> Path:
 FLOAT_ENTRY_CONVS = 2  # block1_conv1/conv2 see the raw image range; int8 there costs accuracy
 
 
-def _float_nodes(model_path: Path) -> list[str]:
+def _float_nodes(graph) -> list[str]:
     """ONNX nodes kept in float: the classifier (dense, softmax) and block1's two convolutions.
 
     Measured on NEU-DET (seed 0, 360 validation images): with only the classifier in float,
     MinMax int8 lost 0.83 pp; keeping block1 in float too loses nothing.
     """
-    import onnx
-
-    graph = onnx.load(str(model_path)).graph  # nodes are in topological order
     head = [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm", "Softmax")]
-    convs = [node.name for node in graph.node if node.op_type == "Conv"]
+    convs = [node.name for node in graph.node if node.op_type == "Conv"]  # topological order
     return head + convs[:FLOAT_ENTRY_CONVS]
 
 
@@ -103,6 +104,7 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
     if calibration is None:
         keras_model.export(str(target), format="onnx", verbose=False)
         return target
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -112,26 +114,27 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(calibration())
+        def __init__(self, input_name: str) -> None:
+            self.input_name, self.batches = input_name, iter(calibration())
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {"image": batch}
+            return None if batch is None else {self.input_name: batch}
 
     with tempfile.TemporaryDirectory() as scratch:
         fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
         keras_model.export(str(fp32), format="onnx", verbose=False)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
         quantize_static(
             str(prepared),
             str(target),
-            Reader(),
+            Reader(graph.input[0].name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=_float_nodes(prepared),
+            nodes_to_exclude=_float_nodes(graph),
         )
     return target
 
@@ -191,8 +194,9 @@ def is_export_folder(folder: Path) -> bool:
 
 
 def check_export_folder(folder: Path, overwrite: bool = False) -> None:
-    """Refuse, before any work, to replace a folder that holds something else than an export."""
-    if not is_export_folder(folder):
+    """Refuse, before any work, to replace a folder that holds something else than an export;
+    a new folder is only made when the export succeeds."""
+    if folder.exists() and not is_export_folder(folder):
         prepare_output_folder(folder, "an earlier export", overwrite=overwrite)
 
 
@@ -263,9 +267,6 @@ def export_model(
             f"{model}: export starts from a Keras run or .keras file, not {location.kind}"
         )
     source = read_metadata(location)
-    detector = source.get("task") == "detect"
-    if detector:
-        check_detector_format(fmt)
     data = str(data) if data else _data_of_run(location.path)
     if (parity or fmt.endswith("int8")) and not data:
         raise ExportError(f"{model}: no --data given and none recorded in the run's config.yaml")
@@ -274,28 +275,44 @@ def export_model(
     reference = KerasBackend(location.path, source)
     size = int(source["image_size"])
     reference.predict_outputs(np.zeros((1, size, size, 3), np.float32))  # exports need a call
-    calibration = None
-    if fmt.endswith("int8"):
-        resize = source.get("resize", "stretch")
-        calibration = lambda: _calibration_batches(data, size, calibration_images, resize)  # noqa: E731
-    with _staged(folder) as staging:
-        artefact = _write_artefact(fmt, reference.model, staging, calibration)
-        metadata = {
-            **source,
-            "format": fmt,
-            "file": artefact.name,
-            # relative to the export folder, so that a copied run keeps its links
-            "source_model": _relative(location.path, folder),
-            "source_run": _relative(run_folder_of(location.path), folder),
-        }
-        if parity and detector:
-            metadata.update(detector_parity(location, artefact, fmt, metadata, data, split))
-        elif parity:
-            candidate = BACKENDS[fmt.removesuffix("-int8")](artefact, metadata)
-            resize = source.get("resize", "stretch")
-            logits = source.get("output") == "logits"
-            figures = check_parity(reference, candidate, data, size, split, resize, logits)
-            metadata.update(_checked_parity(fmt, figures, split))
-        atomic_write_json(staging / METADATA_NAME, metadata)
+    with tempfile.TemporaryDirectory(prefix="defectscope-export-") as scratch:
+        if source.get("task") == "detect" and data:  # converted once for calibration and parity
+            data = detector_records(data, Path(scratch))
+        calibration = _calibration(source, data, calibration_images) if "int8" in fmt else None
+        with _staged(folder) as staging:
+            artefact = _write_artefact(fmt, reference.model, staging, calibration)
+            metadata = {
+                **source,
+                "format": fmt,
+                "file": artefact.name,
+                # relative to the export folder, so that a copied run keeps its links
+                "source_model": _relative(location.path, folder),
+                "source_run": _relative(run_folder_of(location.path), folder),
+            }
+            if parity:
+                metadata.update(_parity(reference, location, artefact, metadata, data, split))
+            atomic_write_json(staging / METADATA_NAME, metadata)
     log.info("exported %s -> %s", fmt, folder)
     return {**json.loads((folder / METADATA_NAME).read_text()), "export_dir": str(folder)}
+
+
+def _calibration(source: dict, data: str, count: int):
+    """A function that yields the images which calibrate an int8 export."""
+    size = int(source["image_size"])
+    if source.get("task") == "detect":
+        return lambda: detector_calibration(data, size, count)
+    resize = source.get("resize", "stretch")
+    return lambda: _calibration_batches(data, size, count, resize)
+
+
+def _parity(reference, location, artefact: Path, metadata: dict, data: str, split: str) -> dict:
+    """The export's parity figures against the Keras model; ExportError when they fail."""
+    fmt = metadata["format"]
+    if metadata.get("task") == "detect":
+        return detector_parity(location, artefact, fmt, metadata, data, split)
+    candidate = BACKENDS[fmt.removesuffix("-int8")](artefact, metadata)
+    resize = metadata.get("resize", "stretch")
+    logits = metadata.get("output") == "logits"
+    size = int(metadata["image_size"])
+    figures = check_parity(reference, candidate, data, size, split, resize, logits)
+    return _checked_parity(fmt, figures, split)
