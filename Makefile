@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# test processes (pytest-xdist); each file runs whole in one of them
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
@@ -23,7 +25,7 @@ lint: install  ## ruff, and the import-layer contracts of pyproject.toml (import
 	$(BIN)/lint-imports
 
 test: lint  ## lint, then every test (real-data tests skip when ../shared is absent)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 bench: install  ## data-layer figures of the README
 	$(BIN)/python benchmarks/data_pipeline.py

@@ -31,6 +31,14 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding real-data tests (the long ones) first, each file's order kept: parallel
+    workers (``make test``) start them at once instead of ending on one of them alone."""
+    real_data_files = {item.path for item in items if item.get_closest_marker("real_data")}
+    items.sort(key=lambda item: item.path not in real_data_files)
+
+
 @pytest.fixture(scope="session")
 def neu_root() -> Path:
     """The real NEU-DET dataset (``DEFECTSCOPE_NEU_ROOT``); skips when it is not on this machine."""
