@@ -58,12 +58,17 @@ def measure(workload: str, seconds: float) -> float:
 
 def _processes(workload: str, seconds: float, count: int, env: dict) -> list[float]:
     command = [sys.executable, __file__, "--worker", workload, "--seconds", str(seconds)]
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     running = [
-        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
         for _ in range(count)
     ]
-    return [float(process.communicate()[0].split()[-1]) for process in running]
+    rates = []
+    for process in running:
+        printed = process.communicate()[0]
+        if process.returncode != 0:
+            raise SystemExit(f"{workload} worker failed with exit code {process.returncode}")
+        rates.append(float(printed.split()[-1]))
+    return rates
 
 
 def main() -> None:
