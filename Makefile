@@ -25,7 +25,7 @@ lint: install  ## ruff, and the import-layer contracts of pyproject.toml (import
 	$(BIN)/lint-imports
 
 test: lint  ## lint, then every test (real-data tests skip when ../shared is absent)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 bench: install  ## data-layer figures of the README
 	$(BIN)/python benchmarks/data_pipeline.py

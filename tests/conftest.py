@@ -31,12 +31,34 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
+# The files that take minutes, longest first (two processes, measured in CI). ``make test`` runs
+# ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: the first two start at once, one per
+# worker, the next two queue behind them, and the short files fill in wherever a worker is free.
+# (xdist's default order, most tests first, started these last and ended on one of them alone.)
+LONG_FILES = (
+    "integration/test_neu_train.py",  # ~30 min: the whole default recipe
+    "integration/test_neu_detect.py",  # ~20 min
+    "training/test_distribute.py",
+    "test_kill_harness.py",
+    "deploy/test_detector_deploy.py",
+    "test_notebook.py",
+    "test_neu_notebook.py",
+    "test_cli.py",
+    "training/test_resume.py",
+    "deploy/test_export.py",
+    "training/test_detect.py",
+)
+
+
+def _place(item: pytest.Item) -> int:
+    relative = item.path.relative_to(Path(__file__).parent).as_posix()
+    return LONG_FILES.index(relative) if relative in LONG_FILES else len(LONG_FILES)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files holding real-data tests (the long ones) first, each file's order kept: parallel
-    workers (``make test``) start them at once instead of ending on one of them alone."""
-    real_data_files = {item.path for item in items if item.get_closest_marker("real_data")}
-    items.sort(key=lambda item: item.path not in real_data_files)
+    """The long files first, longest first, each file's order kept."""
+    items.sort(key=_place)
 
 
 @pytest.fixture(scope="session")

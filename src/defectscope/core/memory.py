@@ -1,4 +1,5 @@
-"""Give freed memory back to the operating system (glibc), for long-running processes.
+"""Give freed memory back to the operating system (glibc), for long-running processes, and
+collect the cyclic garbage a converter leaves while it runs.
 
 glibc raises its mmap threshold after large blocks are freed, so later large blocks (a decoded
 image of hundreds of MB) come from the heap and stay mapped after they are freed: a service's
@@ -8,9 +9,13 @@ blocks mmapped (returned at once when freed); trimming returns what the heap hol
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
+import threading
+from collections.abc import Iterator
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -42,3 +47,32 @@ def trim() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def collecting_garbage(every_seconds: float = 2.0) -> Iterator[None]:
+    """Collect reference cycles every ``every_seconds`` while the block runs, then once more
+    and trim the heap.
+
+    Python's full collections wait until new container objects reach a quarter of the
+    long-lived ones; a process holding TensorFlow counts millions of those, so a converter that
+    leaves large cyclic garbage (tf2onnx deep-copies its graph, weights included, for every
+    optimizer pass) can hold gigabytes of it until it returns.
+    """
+    if every_seconds <= 0:
+        raise ValueError(f"every_seconds must be positive, got {every_seconds!r}")
+    stop = threading.Event()
+
+    def collect_until_stopped() -> None:
+        while not stop.wait(every_seconds):
+            gc.collect()
+
+    collector = threading.Thread(target=collect_until_stopped, name="gc-collector", daemon=True)
+    collector.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        collector.join()
+        gc.collect()
+        trim()

@@ -23,6 +23,7 @@ import yaml
 from defectscope.core.atomic_io import atomic_write_json
 from defectscope.core.errors import ConfigError, ExportError
 from defectscope.core.files import prepare_output_folder
+from defectscope.core.memory import collecting_garbage
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import create_dataset
 from defectscope.deploy.export_detector import (
@@ -99,10 +100,18 @@ def _float_nodes(graph) -> list[str]:
     return head + convs[:FLOAT_ENTRY_CONVS]
 
 
+def _keras_to_onnx(keras_model, target: Path) -> None:
+    """tf2onnx through Keras, collecting its cyclic garbage as it goes: exporting a 27M-parameter
+    detector peaked at 5.3 GB instead of 9.5 and held 1.0 GB afterwards instead of 5.3, for
+    2 s more (benchmarks/export_memory.py)."""
+    with collecting_garbage(every_seconds=2.0):
+        keras_model.export(str(target), format="onnx", verbose=False)
+
+
 def _write_onnx(keras_model, folder: Path, calibration) -> Path:
     target = folder / "model.onnx"
     if calibration is None:
-        keras_model.export(str(target), format="onnx", verbose=False)
+        _keras_to_onnx(keras_model, target)
         return target
     import onnx
     from onnxruntime.quantization import (
@@ -123,7 +132,7 @@ def _write_onnx(keras_model, folder: Path, calibration) -> Path:
 
     with tempfile.TemporaryDirectory() as scratch:
         fp32, prepared = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
-        keras_model.export(str(fp32), format="onnx", verbose=False)
+        _keras_to_onnx(keras_model, fp32)
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         quantize_static(
