@@ -51,21 +51,15 @@ def export_once(run: Path, data: Path, fmt: str, collect: bool) -> dict:
 
 
 def tiny_detector_run(folder: Path) -> tuple[Path, Path]:
-    """The tests' tiny detector, trained on a small synthetic set: (run, data)."""
+    """The tests' tiny detector (``tests.helpers``), trained on a small synthetic set."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers
+    from tests.helpers import tiny_detector_config
+
     from defectscope.data.synthetic import synthesize_dataset
-    from defectscope.training.config import resolve_config
     from defectscope.training.trainer import train
 
     data = synthesize_dataset(folder / "synthetic", 4, 2, image_size=64, seed=1)
-    config = resolve_config(
-        data=str(data),
-        out=str(folder / "run"),
-        task="detect",
-        weights="none",
-        image_size=96,
-        detect={"epochs": 1, "batch_size": 8, "confidence": 0.0},
-    )
-    return train(config).run_dir, data
+    return train(tiny_detector_config(data, folder / "run")).run_dir, data
 
 
 def _child(run: Path, data: Path, fmt: str, collect: bool) -> dict:

@@ -36,8 +36,8 @@ def _missing(message: str) -> None:
 # worker, the next two queue behind them, and the short files fill in wherever a worker is free.
 # (xdist's default order, most tests first, started these last and ended on one of them alone.)
 LONG_FILES = (
-    "integration/test_neu_train.py",  # ~30 min: the whole default recipe
-    "integration/test_neu_detect.py",  # ~20 min
+    "integration/test_neu_train.py",  # ~35 min: the head, then the whole default recipe
+    "integration/test_neu_detect.py",  # ~19 min
     "training/test_distribute.py",
     "test_kill_harness.py",
     "deploy/test_detector_deploy.py",
