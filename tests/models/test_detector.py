@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from defectscope.core.errors import ConfigError
-from defectscope.models.detector import PRIOR_PROBABILITY, anchor_coverage, create_detector
+from defectscope.models.detector import (
+    PRIOR_PROBABILITY,
+    anchor_coverage,
+    create_detector,
+    split_encoder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +77,31 @@ def test_wider_aspect_ratios_give_thin_boxes_an_anchor(detector) -> None:
     )
     assert anchor_coverage(wide, boxes, labels, classes) == {"scratch": 1.0, "pit": 1.0}
     assert anchor_coverage(wide, boxes[:, 2:], labels[:, 2:], classes) == {}
+
+
+@pytest.mark.parametrize("block", [5, 13])
+def test_the_encoder_split_computes_the_same_pyramid(detector, block: int) -> None:
+    """Cached part then tail gives the whole encoder's P4 and P5, with the encoder's layers."""
+    import keras
+
+    encoder = detector.backbone.image_encoder
+    cached, tail = split_encoder(encoder, block)
+    assert sorted(cached) == ["C" + str(block), "P3"]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    whole = keras.Model(encoder.inputs, encoder.pyramid_outputs)(images)
+    front = keras.Model(encoder.inputs, cached)(images)
+    back = tail(front[f"C{block}"])
+    np.testing.assert_allclose(np.asarray(front["P3"]), np.asarray(whole["P3"]), atol=1e-5)
+    for level in ("P4", "P5"):
+        np.testing.assert_allclose(np.asarray(back[level]), np.asarray(whole[level]), atol=1e-4)
+    shared = {id(w) for w in encoder.weights}
+    assert tail.trainable_weights and all(id(w) in shared for w in tail.weights)
+    assert not any("_bn" in w.path for w in tail.trainable_weights)  # BatchNorm stays frozen
+
+
+def test_a_frozen_encoder_caches_its_whole_pyramid_and_bad_blocks_are_refused(detector) -> None:
+    cached, tail = split_encoder(detector.backbone.image_encoder, 0)
+    assert sorted(cached) == ["P3", "P4", "P5"] and tail is None
+    for block in (4, 14, -1):
+        with pytest.raises(ConfigError, match=f"got {block}"):
+            split_encoder(detector.backbone.image_encoder, block)

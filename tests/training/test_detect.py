@@ -80,3 +80,79 @@ def test_a_small_detector_learns_to_find_synthetic_defects(
     result = train(config)
     # measured 0.17 (seed 0; untrained: 0.00): every box now gets an anchor, thin ones included
     assert result.metrics["map50"] >= 0.1, result.metrics
+
+
+def test_tuned_encoder_blocks_train_with_the_heads_at_a_scaled_rate() -> None:
+    """With ``tune_from_block`` the trainer updates the encoder's last blocks (shared with the
+    detector that is saved) and Adam's first step moves them ``scale`` times less far."""
+    import keras
+    import numpy as np
+
+    from defectscope.models.detector import create_detector
+    from defectscope.training.detect import _scaled_rate_adam, head_trainer
+
+    detector = create_detector(["dent", "rust"], image_size=96, weights=None, head_convs=1)
+    trainer = head_trainer(detector, tune_from_block=13)
+    assert sorted(trainer.input) == ["C13", "P3"]
+    encoder = detector.backbone.image_encoder
+    tuned = encoder.get_layer("block13_sepconv1").pointwise_kernel
+    frozen = encoder.get_layer("block12_sepconv1").pointwise_kernel
+    head = detector.classification_head.prediction_layer.kernel
+    assert any(w is tuned for w in trainer.trainable_weights)
+    assert not any(w is frozen for w in trainer.trainable_weights)
+    before = {name: keras.ops.convert_to_numpy(w) for name, w in (("tuned", tuned), ("head", head))}
+    trainer.compile(optimizer=_scaled_rate_adam(0.01, [tuned], 0.1))
+    rng = np.random.default_rng(0)
+    features = {
+        name: rng.normal(size=(2, *tensor.shape[1:])).astype(np.float32)
+        for name, tensor in trainer.input.items()
+    }
+    truth = {
+        "boxes": np.array([[[10, 10, 40, 60], [0] * 4], [[50, 20, 90, 30], [0] * 4]], np.float32),
+        "labels": np.array([[0, -1], [1, -1]], np.float32),  # padded, as the pipeline pads
+    }
+    trainer.train_on_batch(features, truth)
+    steps = {
+        name: np.abs(keras.ops.convert_to_numpy(w) - before[name]).max()
+        for name, w in (("tuned", tuned), ("head", head))
+    }
+    # Adam's first step is the learning rate itself, whatever the gradient's size
+    np.testing.assert_allclose(steps["head"], 0.01, rtol=0.05)
+    np.testing.assert_allclose(steps["tuned"], 0.001, rtol=0.05)
+
+
+def _saved_encoder_kernel(run: Path, layer: str):
+    import keras
+
+    from defectscope.models.detector import register_detector_layers
+
+    register_detector_layers()
+    detector = keras.saving.load_model(run / "weights" / "last.keras", compile=False)
+    return keras.ops.convert_to_numpy(
+        detector.backbone.image_encoder.get_layer(layer).pointwise_kernel
+    )
+
+
+def test_a_run_with_tuned_encoder_blocks_caches_their_input_and_saves_them(
+    synthetic_records: Path, tiny_detector_run: Path, tmp_path: Path
+) -> None:
+    """The cache holds P3 and block 13's input (not P4/P5), and the saved detector carries the
+    tuned block: against the frozen run of the same seed (same initial weights), block 13
+    changed and block 12 did not."""
+    import numpy as np
+
+    tuned = {"epochs": 1, "batch_size": 8, "confidence": 0.0, "tune_from_block": 13}
+    result = train(tiny_detector_config(synthetic_records, tmp_path / "run", detect=tuned))
+    assert 0.0 <= result.metrics["map50"] <= 1.0
+    caches = sorted((tmp_path / ".feature-cache").glob("pyramid-*"))
+    assert caches
+    for cache in caches:
+        assert sorted(path.stem for path in cache.glob("[CP]*.npy")) == ["C13", "P3"], cache
+    for layer, changed in (("block12_sepconv3", False), ("block13_sepconv2", True)):
+        frozen = _saved_encoder_kernel(tiny_detector_run, layer)
+        trained = _saved_encoder_kernel(tmp_path / "run", layer)
+        assert (not np.array_equal(frozen, trained)) is changed, layer
+    with pytest.raises(ConfigError, match="got 14"):
+        tiny_detector_config(synthetic_records, tmp_path / "b", detect={"tune_from_block": 14})
+    with pytest.raises(ConfigError, match="got 0.0"):
+        tiny_detector_config(synthetic_records, tmp_path / "c", detect={"encoder_rate_scale": 0.0})

@@ -53,6 +53,33 @@ def _pyramid_class():
     return XceptionPyramid
 
 
+# P3 is block 4's output and P4 block 13's: a tail from blocks 5-13 holds P4 and P5
+FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK = 5, 13
+
+
+def split_encoder(encoder, tune_from_block: int = 0):
+    """The encoder cut where training starts: ``(cached, tail)``.
+
+    ``cached`` names the tensors computed once per image (``P3`` and, when blocks are tuned,
+    ``C{block}``, the input of the first tuned block); ``tail`` is the model from that input
+    to ``P4`` and ``P5``, sharing the encoder's layers, or None when the encoder stays frozen
+    (``tune_from_block`` 0).
+    """
+    import keras
+
+    if tune_from_block == 0:
+        return dict(encoder.pyramid_outputs), None
+    if not FIRST_TUNABLE_BLOCK <= tune_from_block <= LAST_TUNABLE_BLOCK:
+        raise ConfigError(
+            f"tune_from_block must be 0 (frozen encoder) or {FIRST_TUNABLE_BLOCK}-"
+            f"{LAST_TUNABLE_BLOCK}, got {tune_from_block!r}"
+        )
+    start = encoder.get_layer(f"block{tune_from_block}_sepconv1_act").input
+    pyramid = encoder.pyramid_outputs
+    tail = keras.Model(start, {"P4": pyramid["P4"], "P5": pyramid["P5"]}, name="encoder_tail")
+    return {"P3": pyramid["P3"], f"C{tune_from_block}": start}, tail
+
+
 def register_detector_layers() -> None:
     """Make the detector's classes known to Keras (KerasHub's and :class:`XceptionPyramid`),
     so that a saved detector loads in safe mode."""

@@ -67,8 +67,20 @@ class DetectPhaseConfig:
     flips: bool = True  # also train on left-right and up-down mirrored copies
     patience: int = 8  # early stopping on selection mAP@0.5
     confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
+    # first Xception block (5-13) trained with the heads, from cached inputs; 0: all frozen
+    tune_from_block: int = 0
+    encoder_rate_scale: float = 0.1  # the tuned blocks' learning rate, relative to the heads'
 
     def __post_init__(self) -> None:
+        if self.tune_from_block != 0 and not 5 <= self.tune_from_block <= 13:
+            raise ConfigError(
+                "detect.tune_from_block must be 0 (frozen encoder) or 5-13, "
+                f"got {self.tune_from_block!r}"
+            )
+        if not 0 < self.encoder_rate_scale <= 1:
+            raise ConfigError(
+                f"detect.encoder_rate_scale must be in (0, 1], got {self.encoder_rate_scale!r}"
+            )
         for name in ("epochs", "batch_size", "head_convs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detect.{name} must be >= 1, got {getattr(self, name)!r}")

@@ -26,6 +26,7 @@ from defectscope.models.detector import (
     create_detector,
     detector_settings,
     per_image,
+    split_encoder,
 )
 from defectscope.training.callbacks import (
     ChiefBackupAndRestore,
@@ -46,16 +47,19 @@ from defectscope.training.sources import RunSources
 log = logging.getLogger("defectscope.train")
 
 
-def head_trainer(detector):
-    """A model from cached P3-P5 features to the detector's raw outputs, sharing the detector's
-    pyramid and head layers, whose loss is the detector's own (label encoder, focal loss)."""
+def head_trainer(detector, tune_from_block: int = 0):
+    """A model from cached encoder outputs to the detector's raw outputs, sharing the
+    detector's layers (the tuned encoder blocks, the pyramid and the heads), whose loss is the
+    detector's own (label encoder, focal loss)."""
     import keras
     from keras import ops
 
     encoder = detector.backbone.image_encoder
-    shapes = {level: tuple(t.shape[1:]) for level, t in encoder.pyramid_outputs.items()}
-    inputs = {level: keras.Input(shape, name=level) for level, shape in shapes.items()}
-    pyramid = detector.backbone.feature_pyramid(inputs)
+    cached, tail = split_encoder(encoder, tune_from_block)
+    inputs = {name: keras.Input(tuple(t.shape[1:]), name=name) for name, t in cached.items()}
+    levels = {"P3": inputs["P3"]}
+    levels.update(inputs if tail is None else tail(inputs[f"C{tune_from_block}"]))
+    pyramid = detector.backbone.feature_pyramid(levels)
     boxes, classes = [], []
     for level in pyramid:
         boxes.append(keras.layers.Reshape((-1, 4))(detector.box_head(pyramid[level])))
@@ -142,7 +146,7 @@ def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes,
     return SelectionMap()
 
 
-def _compile(trainer, config: TrainConfig, steps: int) -> None:
+def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     import keras
 
     phase = config.detect
@@ -153,7 +157,29 @@ def _compile(trainer, config: TrainConfig, steps: int) -> None:
         warmup_target=phase.learning_rate,
         warmup_steps=warmup,
     )
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
+    encoder_weights = {id(w) for w in detector.backbone.image_encoder.weights}
+    slower = [w for w in trainer.trainable_weights if id(w) in encoder_weights]
+    optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale)
+    trainer.compile(optimizer=optimizer)
+
+
+def _scaled_rate_adam(schedule, slower: list, scale: float):
+    """Adam whose steps on the ``slower`` variables (pretrained encoder blocks) use ``scale``
+    times the learning rate: Keras 3 has no per-variable rates, and scaling their gradients
+    would not do it (Adam's steps do not depend on the gradients' scale)."""
+    import keras
+
+    class ScaledRateAdam(keras.optimizers.Adam):
+        def build(self, variables) -> None:
+            super().build(variables)
+            self._slower = {self._var_key(variable) for variable in slower}
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in self._slower:
+                learning_rate = learning_rate * scale
+            super().update_step(gradient, variable, learning_rate)
+
+    return ScaledRateAdam(schedule, global_clipnorm=10.0)
 
 
 def _history_best(run: RunFolder) -> tuple[float, float]:
@@ -201,12 +227,12 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)
-    trainer = head_trainer(detector)
+    trainer = head_trainer(detector, phase.tune_from_block)
     if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
         raise ConfigError(f"{config.data}: the training images hold no box to learn from")
     report_anchor_coverage(detector, fit[0], classes)
     steps = epoch_steps(fit, phase.batch_size)
-    _compile(trainer, config, steps)
+    _compile(trainer, detector, config, steps)
     first = run.backup_epoch()
     data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
     callbacks = [

@@ -1,6 +1,8 @@
-"""The frozen encoder's P3-P5 outputs of every image, computed once, kept on disk.
+"""The frozen part of the encoder's outputs of every image, computed once, kept on disk.
 
-One folder per (images, mirroring, weights, input size): ``P3.npy`` ... as float16 arrays read
+Those are P3-P5, or P3 and the input of the first tuned block when the encoder's last blocks
+train with the heads (``detect.tune_from_block``). One folder per (images, mirroring, weights,
+input size, outputs): ``P3.npy`` ... as float16 arrays read
 by memory mapping (the fit set of NEU-DET at 256 px with two mirrored copies is about 9 GB), the
 boxes and labels beside them, and a ``complete`` marker written last, so an interrupted cache is
 recomputed, never read half-written.
@@ -20,11 +22,11 @@ import numpy as np
 from defectscope.core.progress import Progress
 from defectscope.data.detection import create_detection_dataset
 from defectscope.data.pipeline import DataSource
+from defectscope.models.detector import split_encoder
 from defectscope.training.config import TrainConfig
 from defectscope.training.features import _source_identity, _weights_identity
 from defectscope.training.run_folder import RunFolder
 
-LEVELS = ("P3", "P4", "P5")
 COMPLETE = "complete"
 
 
@@ -32,13 +34,14 @@ COMPLETE = "complete"
 class PyramidCache:
     folder: Path
     count: int
+    levels: tuple[str, ...]  # the cached outputs, e.g. ("P3", "P4", "P5") or ("P3", "C13")
 
     def _array(self, name: str) -> np.ndarray:
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")
 
     def features(self, rows: Iterable[int]) -> dict[str, np.ndarray]:
         rows = np.asarray(list(rows))
-        return {level: self._array(level)[rows].astype(np.float32) for level in LEVELS}
+        return {level: self._array(level)[rows].astype(np.float32) for level in self.levels}
 
     def boxes(self, rows=None) -> np.ndarray:
         data = self._array("boxes")
@@ -49,10 +52,14 @@ class PyramidCache:
         return np.asarray(data if rows is None else data[np.asarray(list(rows))])
 
 
-def _cache_folder(source: DataSource, config: TrainConfig, run: RunFolder, flip: str) -> Path:
-    identity = json.dumps(
-        [_weights_identity(config.weights), config.image_size, _source_identity(source), flip]
-    )
+def _cache_folder(
+    source: DataSource, config: TrainConfig, run: RunFolder, flip: str, levels: list[str]
+) -> Path:
+    identity = [_weights_identity(config.weights), config.image_size, _source_identity(source)]
+    identity.append(flip)
+    if levels != ["P3", "P4", "P5"]:  # the frozen encoder's caches keep their old keys
+        identity.append(levels)
+    identity = json.dumps(identity)
     key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     root = Path(config.feature_cache or run.root.parent / ".feature-cache")
     return root / f"pyramid-{source.split}-{flip}-{key}"
@@ -79,8 +86,8 @@ def _write(encoder_levels, source: DataSource, size: int, flip: str, folder: Pat
                 folder / "labels.npy", "w+", np.float32, (count, *target["labels"].shape[1:])
             )
         rows = slice(row, row + len(images))
-        for name in LEVELS:
-            arrays[name][rows] = levels[name]
+        for name, value in levels.items():
+            arrays[name][rows] = value
         arrays["boxes"][rows], arrays["labels"][rows] = target["boxes"], target["labels"]
         row += len(images)
         progress.update(len(images))
@@ -96,16 +103,17 @@ def cache_pyramids(
     """The cache of ``source`` (mirrored by ``flip``): read when complete, else computed."""
     import keras
 
-    folder = _cache_folder(source, config, run, flip)
+    encoder = detector.backbone.image_encoder
+    outputs, _ = split_encoder(encoder, config.detect.tune_from_block)
+    levels = sorted(outputs)
+    folder = _cache_folder(source, config, run, flip, levels)
     if (folder / COMPLETE).is_file():
-        return PyramidCache(folder, int((folder / COMPLETE).read_text()))
+        return PyramidCache(folder, int((folder / COMPLETE).read_text()), tuple(levels))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    encoder = detector.backbone.image_encoder
-    levels = keras.Model(encoder.inputs, encoder.pyramid_outputs)
-    count = _write(levels, source, config.image_size, flip, folder)
+    count = _write(keras.Model(encoder.inputs, outputs), source, config.image_size, flip, folder)
     (folder / COMPLETE).write_text(str(count))
-    return PyramidCache(folder, count)
+    return PyramidCache(folder, count, tuple(levels))
 
 
 def epoch_steps(caches: list[PyramidCache], batch_size: int) -> int:
@@ -122,7 +130,7 @@ def cached_batches(
     import tensorflow as tf
 
     first = caches[0]
-    shapes = {name: first._array(name).shape[1:] for name in LEVELS}
+    shapes = {name: first._array(name).shape[1:] for name in first.levels}
     box_shape = first._array("boxes").shape[1:]
     steps = epoch_steps(caches, batch_size)
 
@@ -149,7 +157,7 @@ def cached_batches(
 
 
 def _gather(caches: list[PyramidCache], chosen: list[tuple[int, int]]):
-    features = {name: [] for name in LEVELS}
+    features = {name: [] for name in caches[0].levels}
     boxes, labels = [], []
     for cache_index, row in chosen:
         cache = caches[cache_index]
