@@ -7,6 +7,8 @@ outputs are computed once per image (and once per mirrored copy) into a disk cac
 train on those, with KerasHub's label encoder and losses (the detector's own ``compute_loss``);
 the epoch with the best mAP@0.5 on the selection set is kept, and the whole detector (encoder
 included) is saved, so prediction and export see one ordinary KerasHub model.
+With ``detect.tune_from_block`` the encoder's last blocks train too, from cached inputs (off
+by default: on NEU-DET tuning blocks 13-14 scored below the frozen encoder, docs/detection.md).
 """
 
 from __future__ import annotations
