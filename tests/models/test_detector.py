@@ -10,6 +10,8 @@ from defectscope.models.detector import (
     PRIOR_PROBABILITY,
     anchor_coverage,
     create_detector,
+    register_detector_layers,
+    set_nms_iou,
     split_encoder,
 )
 
@@ -105,3 +107,52 @@ def test_a_frozen_encoder_caches_its_whole_pyramid_and_bad_blocks_are_refused(de
     for block in (4, 14, -1):
         with pytest.raises(ConfigError, match=f"got {block}"):
             split_encoder(detector.backbone.image_encoder, block)
+
+
+def _suppressed(detector, boxes: list, logits: list) -> set[tuple[int, tuple]]:
+    """``(label, box)`` of what the detector's decoder layer keeps of pixel boxes and logits."""
+    decoded = detector.prediction_decoder(
+        np.array([boxes], np.float32), np.array([logits], np.float32)
+    )
+    count = int(np.asarray(decoded["num_detections"])[0])
+    labels = np.asarray(decoded["labels"])[0, :count].tolist()
+    kept = np.asarray(decoded["boxes"])[0, :count].round(3).tolist()
+    return {(label, tuple(box)) for label, box in zip(labels, kept, strict=True)}
+
+
+LOW = -10.0  # a logit far below the decoder's confidence threshold
+
+
+def test_suppression_works_within_each_class(detector) -> None:
+    """A box drops a weaker one of its class; another class in the same place stays, and one
+    anchor confident of two classes gives a box for each."""
+    boxes = [[10, 10, 50, 50], [12, 10, 52, 50], [10, 10, 50, 50], [60, 60, 90, 90]]
+    logits = [[3.0, LOW, LOW], [2.0, LOW, LOW], [LOW, 1.0, LOW], [0.5, LOW, 0.5]]
+    assert _suppressed(detector, boxes, logits) == {
+        (0, (10.0, 10.0, 50.0, 50.0)),
+        (1, (10.0, 10.0, 50.0, 50.0)),
+        (0, (60.0, 60.0, 90.0, 90.0)),
+        (2, (60.0, 60.0, 90.0, 90.0)),
+    }
+
+
+def test_the_nms_threshold_is_kept_when_the_detector_is_saved(detector, tmp_path) -> None:
+    """Two boxes of a class at IoU 0.45 both stay under threshold 0.5, one under 0.4; the
+    threshold set travels with the saved detector (safe-mode load)."""
+    import keras
+
+    boxes, logits = [[0, 0, 40, 40], [0, 15, 40, 55]], [[2.0, LOW, LOW], [1.0, LOW, LOW]]
+    assert len(_suppressed(detector, boxes, logits)) == 2
+    try:
+        set_nms_iou(detector, 0.4)
+        assert _suppressed(detector, boxes, logits) == {(0, (0.0, 0.0, 40.0, 40.0))}
+        detector.save(tmp_path / "detector.keras")
+    finally:
+        set_nms_iou(detector, 0.5)
+    register_detector_layers()
+    loaded = keras.saving.load_model(tmp_path / "detector.keras")
+    assert type(loaded.prediction_decoder) is type(detector.prediction_decoder)
+    assert loaded.prediction_decoder.iou_threshold == 0.4
+    for bad in (0.0, 1.5, "0.4"):
+        with pytest.raises(ConfigError, match=f"got {bad!r}"):
+            set_nms_iou(detector, bad)

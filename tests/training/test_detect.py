@@ -21,6 +21,12 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     assert metadata["task"] == "detect" and metadata["detector"]["confidence"] == 0.0
     assert metadata["detector"]["aspect_ratios"] == [0.2, 0.5, 1.0, 2.0, 5.0]  # exports decode
     assert "background" not in metadata["classes"]
+    tried = metadata["nms_iou_selection_map50"]  # detect.nms_iou unset: chosen on selection
+    assert list(tried) == ["0.30", "0.40", "0.50", "0.60"]
+    chosen = metadata["detector"]["nms_iou"]
+    assert tried[f"{chosen:.2f}"] == max(tried.values())
+    for saved in ("best", "last"):
+        assert _saved_detector(run, saved).prediction_decoder.iou_threshold == chosen, saved
     rows = results_rows(run, "detect")
     assert len(rows) == 1 and rows[0]["selection_map50"] != ""
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
@@ -28,6 +34,7 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     assert set(metrics["per_class_ap50"]) == set(metadata["classes"])
     assert 0.0 <= metrics["map50_95"] <= metrics["map50"] <= 1.0
     assert metrics["num_images"] == 12 and metrics["measured_on"].startswith("validation")
+    assert metrics["nms_iou"] == chosen and metrics["nms_iou_selection_map50"] == tried
     for picture in ("pr_curves.png", "confusion_matrix.png", "predictions.png", "report.md"):
         assert (run / "evaluation" / picture).is_file(), picture
     assert json.loads((run / "state.json").read_text())["stage"] == "done"
@@ -121,13 +128,19 @@ def test_tuned_encoder_blocks_train_with_the_heads_at_a_scaled_rate() -> None:
     np.testing.assert_allclose(steps["tuned"], 0.001, rtol=0.05)
 
 
-def _saved_encoder_kernel(run: Path, layer: str):
+def _saved_detector(run: Path, name: str = "last"):
     import keras
 
     from defectscope.models.detector import register_detector_layers
 
     register_detector_layers()
-    detector = keras.saving.load_model(run / "weights" / "last.keras", compile=False)
+    return keras.saving.load_model(run / "weights" / f"{name}.keras", compile=False)
+
+
+def _saved_encoder_kernel(run: Path, layer: str):
+    import keras
+
+    detector = _saved_detector(run)
     return keras.ops.convert_to_numpy(
         detector.backbone.image_encoder.get_layer(layer).pointwise_kernel
     )
@@ -138,12 +151,16 @@ def test_a_run_with_tuned_encoder_blocks_caches_their_input_and_saves_them(
 ) -> None:
     """The cache holds P3 and block 13's input (not P4/P5), and the saved detector carries the
     tuned block: against the frozen run of the same seed (same initial weights), block 13
-    changed and block 12 did not."""
+    changed and block 12 did not. Its detect.nms_iou is set, so it is used as is."""
     import numpy as np
 
     tuned = {"epochs": 1, "batch_size": 8, "confidence": 0.0, "tune_from_block": 13}
+    tuned["nms_iou"] = 0.45  # set: used as is, nothing chosen
     result = train(tiny_detector_config(synthetic_records, tmp_path / "run", detect=tuned))
     assert 0.0 <= result.metrics["map50"] <= 1.0
+    metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
+    assert metadata["detector"]["nms_iou"] == 0.45 and "nms_iou_selection_map50" not in metadata
+    assert _saved_detector(tmp_path / "run", "best").prediction_decoder.iou_threshold == 0.45
     caches = sorted((tmp_path / ".feature-cache").glob("pyramid-*"))
     assert caches
     for cache in caches:
@@ -156,3 +173,5 @@ def test_a_run_with_tuned_encoder_blocks_caches_their_input_and_saves_them(
         tiny_detector_config(synthetic_records, tmp_path / "b", detect={"tune_from_block": 14})
     with pytest.raises(ConfigError, match="got 0.0"):
         tiny_detector_config(synthetic_records, tmp_path / "c", detect={"encoder_rate_scale": 0.0})
+    with pytest.raises(ConfigError, match="nms_iou must be .*got 1.0"):
+        tiny_detector_config(synthetic_records, tmp_path / "d", detect={"nms_iou": 1.0})

@@ -137,6 +137,9 @@ def _report(metrics: dict, title: str) -> str:
         lines.append(
             f"- measured on: {metrics['measured_on']}; chosen on: {metrics['selected_on']}"
         )
+    if "nms_iou_selection_map50" in metrics:
+        tried = ", ".join(f"{k}: {v:.4f}" for k, v in metrics["nms_iou_selection_map50"].items())
+        lines.append(f"- NMS IoU {metrics['nms_iou']:.2f}, chosen on selection mAP@0.5 ({tried})")
     lines += ["", "| class | AP@0.5 |", "| --- | ---: |"]
     lines += [f"| {name} | {ap:.4f} |" for name, ap in metrics["per_class_ap50"].items()]
     lines += [

@@ -18,6 +18,7 @@ from defectscope.core.atomic_io import atomic_write_text
 from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import check_resize
+from defectscope.models.detector import FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK, check_nms_iou
 from defectscope.training.distribute import DistributeConfig
 
 
@@ -67,16 +68,22 @@ class DetectPhaseConfig:
     flips: bool = True  # also train on left-right and up-down mirrored copies
     patience: int = 8  # early stopping on selection mAP@0.5
     confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
+    # boxes of a class overlapping a better one by more than this are dropped; None: 0.5
+    # while training, then chosen on the selection set among 0.3, 0.4, 0.5 and 0.6
+    nms_iou: float | None = None
     # first Xception block (5-13) trained with the heads, from cached inputs; 0: all frozen
     tune_from_block: int = 0
     encoder_rate_scale: float = 0.1  # the tuned blocks' learning rate, relative to the heads'
 
     def __post_init__(self) -> None:
-        if self.tune_from_block != 0 and not 5 <= self.tune_from_block <= 13:
+        first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
+        if self.tune_from_block != 0 and not first <= self.tune_from_block <= last:
             raise ConfigError(
-                "detect.tune_from_block must be 0 (frozen encoder) or 5-13, "
+                f"detect.tune_from_block must be 0 (frozen encoder) or {first}-{last}, "
                 f"got {self.tune_from_block!r}"
             )
+        if self.nms_iou is not None:
+            self.nms_iou = check_nms_iou(self.nms_iou)
         if not 0 < self.encoder_rate_scale <= 1:
             raise ConfigError(
                 f"detect.encoder_rate_scale must be in (0, 1], got {self.encoder_rate_scale!r}"

@@ -23,11 +23,14 @@ from defectscope.core.errors import ConfigError
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import ImageBoxes, coco_metrics
 from defectscope.models.detector import (
+    DEFAULT_NMS_IOU,
     anchor_coverage,
     compiled_decoder,
     create_detector,
     detector_settings,
     per_image,
+    register_detector_layers,
+    set_nms_iou,
     split_encoder,
 )
 from defectscope.training.callbacks import (
@@ -101,14 +104,54 @@ def truths(cache: PyramidCache) -> list[ImageBoxes]:
     return found
 
 
+def raw_outputs(trainer, cache: PyramidCache, batch_size: int = 32) -> list[dict]:
+    """The heads' raw outputs on every cached image, in batches."""
+    found = []
+    for start in range(0, cache.count, batch_size):
+        features = cache.features(range(start, min(start + batch_size, cache.count)))
+        found.append({k: np.asarray(v) for k, v in trainer(features, training=False).items()})
+    return found
+
+
+def decoded_map(decoder, raws: list[dict], cache: PyramidCache, classes: list[str], size: int):
+    """COCO metrics of raw outputs decoded by ``decoder`` against the cache's true boxes."""
+    found = [boxes for raw in raws for boxes in decode(decoder, raw, size)]
+    return coco_metrics(truths(cache), found, classes, size)
+
+
 def selection_map(trainer, decoder, cache: PyramidCache, classes: list[str], size: int) -> dict:
     """mAP of the current heads on the (cached) selection set."""
-    found: list[ImageBoxes] = []
-    for start in range(0, cache.count, 32):
-        features = cache.features(range(start, min(start + 32, cache.count)))
-        raw = {k: np.asarray(v) for k, v in trainer(features, training=False).items()}
-        found.extend(decode(decoder, raw, size))
-    return coco_metrics(truths(cache), found, classes, size)
+    return decoded_map(decoder, raw_outputs(trainer, cache), cache, classes, size)
+
+
+# NMS IoU thresholds tried on the selection set when detect.nms_iou is not set (a NEU-DET
+# detector's selection mAP@0.5 at 0.1 / 0.3 / 0.4 / 0.5 / 0.6: 0.35 / 0.38 / 0.38 / 0.35 / 0.29)
+NMS_IOU_CANDIDATES = (0.3, 0.4, 0.5, 0.6)
+
+
+def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache, classes):
+    """The NMS IoU threshold with the best selection mAP for the saved best detector (set in
+    it and saved again): ``(chosen, {threshold: selection mAP@0.5})``. Ties keep the one
+    nearest 0.5; the raw outputs are computed once and decoded once per threshold."""
+    import keras
+
+    register_detector_layers()
+    best = keras.saving.load_model(run.best_model)
+    raws = raw_outputs(head_trainer(best, config.detect.tune_from_block), selection)
+    scores = {}
+    for iou in NMS_IOU_CANDIDATES:
+        set_nms_iou(best, iou)
+        found = decoded_map(compiled_decoder(best), raws, selection, classes, config.image_size)
+        scores[iou] = (found["map50"], found["map50_95"])
+    chosen = max(scores, key=lambda iou: (scores[iou], -abs(iou - DEFAULT_NMS_IOU)))
+    log.info(
+        "NMS IoU %.2f chosen on the selection set (mAP@0.5 %s)",
+        chosen,
+        ", ".join(f"{iou:.2f}: {score[0]:.4f}" for iou, score in scores.items()),
+    )
+    set_nms_iou(best, chosen)
+    _save_detector(best, run.best_model)
+    return chosen, {f"{iou:.2f}": score[0] for iou, score in scores.items()}
 
 
 def _save_detector(detector, path) -> None:
@@ -216,8 +259,10 @@ def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) ->
     return coverage
 
 
-def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
-    """Train (or resume) the detector's heads; saves best/last.keras; returns the detector."""
+def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> dict:
+    """Train (or resume) the detector's heads and save best/last.keras; returns the NMS
+    settings: ``nms_iou`` (the configured one, else chosen on the selection set) and, when
+    chosen, ``nms_iou_selection_map50`` per threshold tried."""
     classes = detector_classes(sources.classes)
     phase = config.detect
     detector = create_detector(
@@ -259,7 +304,13 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources):
         shuffle=False,
         verbose=0,
     )
-    _save_detector(detector, run.last_model)
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
         _save_detector(detector, run.best_model)
-    return detector
+    if phase.nms_iou is None:
+        chosen, tried = choose_nms_iou(run, config, selection, classes)
+        nms = {"nms_iou": chosen, "nms_iou_selection_map50": tried}
+    else:
+        nms = {"nms_iou": phase.nms_iou}
+    set_nms_iou(detector, nms["nms_iou"])
+    _save_detector(detector, run.last_model)
+    return nms

@@ -55,8 +55,12 @@ class PyramidCache:
 def _cache_folder(
     source: DataSource, config: TrainConfig, run: RunFolder, flip: str, levels: list[str]
 ) -> Path:
-    identity = [_weights_identity(config.weights), config.image_size, _source_identity(source)]
-    identity.append(flip)
+    identity = [
+        _weights_identity(config.weights),
+        config.image_size,
+        _source_identity(source),
+        flip,
+    ]
     if levels != ["P3", "P4", "P5"]:  # the frozen encoder's caches keep their old keys
         identity.append(levels)
     identity = json.dumps(identity)

@@ -213,6 +213,22 @@ def _finish(run: RunFolder, config: TrainConfig, sources: RunSources, started: f
     return TrainResult(run.root, metrics, state, seconds)
 
 
+def _write_detector_metadata(
+    run: RunFolder, config: TrainConfig, classes: list[str], settings: dict, chosen=None
+) -> None:
+    """The weights' metadata.json; ``chosen`` adds the NMS threshold's selection scores."""
+    write_model_metadata(
+        run.weights_dir,
+        classes,
+        config.image_size,
+        "stretch",
+        task="detect",
+        detector=settings,
+        output="bbox_regression (box deltas) and cls_logits per anchor; KerasHub decodes them",
+        **{k: v for k, v in (chosen or {}).items() if k != "nms_iou"},
+    )
+
+
 def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainResult:
     """``task: detect``: the records (converted into the run folder when ``data`` is a dataset
     root), the detector trained on the fit part, chosen on the selection part, evaluated on
@@ -222,16 +238,9 @@ def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainR
     write_splits(sources, run.root / "splits.csv")
     classes = detector_classes(sources.classes)
     settings = detector_settings(config.detect)
-    write_model_metadata(
-        run.weights_dir,
-        classes,
-        config.image_size,
-        "stretch",
-        task="detect",
-        detector=settings,
-        output="bbox_regression (box deltas) and cls_logits per anchor; KerasHub decodes them",
-    )
-    train_detector(run, config, sources)
+    _write_detector_metadata(run, config, classes, settings)
+    nms = train_detector(run, config, sources)
+    _write_detector_metadata(run, config, classes, {**settings, "nms_iou": nms["nms_iou"]}, nms)
     plot_training_curves(read_results(run.results_file), run.curves_file)
     metrics = evaluate_detector(
         run.root,
@@ -239,7 +248,7 @@ def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainR
         out=run.evaluation_dir,
         title=f"{run.root.name}: {config.val_split} split",
         overwrite=True,
-        context=sources.describe(),
+        context={**sources.describe(), **nms},
     )
     shutil.rmtree(run.backup_dir, ignore_errors=True)
     seconds = time.perf_counter() - started
