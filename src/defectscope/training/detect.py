@@ -139,10 +139,17 @@ def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache,
     best = keras.saving.load_model(run.best_model)
     raws = raw_outputs(head_trainer(best, config.detect.tune_from_block), selection)
     scores = {}
-    for iou in NMS_IOU_CANDIDATES:
-        set_nms_iou(best, iou)
-        found = decoded_map(compiled_decoder(best), raws, selection, classes, config.image_size)
-        scores[iou] = (found["map50"], found["map50_95"])
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # a graph per threshold: TensorFlow warns of "retracing"
+    try:
+        for iou in NMS_IOU_CANDIDATES:
+            set_nms_iou(best, iou)
+            decoder = compiled_decoder(best)
+            found = decoded_map(decoder, raws, selection, classes, config.image_size)
+            scores[iou] = (found["map50"], found["map50_95"])
+    finally:
+        tf_log.setLevel(level)
     chosen = max(scores, key=lambda iou: (scores[iou], -abs(iou - DEFAULT_NMS_IOU)))
     log.info(
         "NMS IoU %.2f chosen on the selection set (mAP@0.5 %s)",
