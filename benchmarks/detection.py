@@ -7,7 +7,7 @@ The curve comes from the run's own files: ``results.csv`` (selection mAP after e
 the epoch's seconds) and ``state.json`` (the time spent computing the cached encoder features,
 counted before the first epoch). The per-class table is the run's final evaluation on its
 validation split (chosen on the selection set). Speed: ``defectscope benchmark``'s timing of the
-whole detection (network and KerasHub's box decoding) on random images, exporting the formats a
+whole detection (network and box decoding) on random images, exporting the formats a
 detector supports when the run has none yet.
 """
 
