@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from defectscope.cli.main import app
+from defectscope.core.errors import ConfigError
 from defectscope.inference.batch import predict_files
 from defectscope.inference.detector import load_detector
 from defectscope.inference.model_files import ModelLoadError
@@ -113,3 +114,25 @@ def test_evaluate_on_a_detector_writes_coco_metrics(tiny_detector_run, synthetic
     assert metrics["task"] == "detect" and metrics["num_images"] == 12
     assert {"map50", "map50_95", "per_class_ap50", "classes"} <= set(metrics)
     assert (out / "pr_curves.png").is_file() and (out / "predictions.png").is_file()
+
+
+def test_the_nms_threshold_chosen_in_training_can_be_replaced(tiny_detector_run, tmp_path):
+    """The saved threshold by default; a lower one keeps fewer of the untrained detector's
+    overlapping boxes, through the API and ``predict --iou``; bad values are refused."""
+    metadata = json.loads((tiny_detector_run / "weights" / "metadata.json").read_text())
+    assert load_detector(tiny_detector_run).nms_iou == metadata["detector"]["nms_iou"]
+    image, counts = _wide_image(tmp_path), {}
+    for iou in (0.05, 0.95):
+        detector = load_detector(tiny_detector_run, nms_iou=iou)
+        assert detector.nms_iou == iou
+        counts[iou] = len(next(detector.detect([image], confidence=0.0)).boxes)
+    assert 0 < counts[0.05] < counts[0.95]
+    out = tmp_path / "boxes.csv"
+    command = ["predict", str(image), "--model", str(tiny_detector_run), "--conf", "0"]
+    result = runner.invoke(app, [*command, "--iou", "0.05", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == counts[0.05]
+    result = runner.invoke(app, [*command, "--iou", "1.5"])
+    assert result.exit_code != 0 and "got 1.5" in result.output
+    with pytest.raises(ConfigError, match="load_detector"):
+        predict_files(load_detector(tiny_detector_run), [image], nms_iou=0.3)

@@ -47,6 +47,13 @@ def predict(
     draw: Annotated[
         Path | None, typer.Option(help="Detector: write each image with its boxes here (PNG).")
     ] = None,
+    iou: Annotated[
+        float | None,
+        typer.Option(
+            help="Detector: drop a box overlapping a better one of its class above this IoU "
+            "(default: the threshold chosen when the detector was trained)."
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Classify images (or find defect boxes, with a detector), streaming; a bad file gets a
@@ -85,6 +92,7 @@ def predict(
             overwrite=overwrite,
             confidence=conf,
             draw_dir=draw,
+            nms_iou=iou,
         )
     finally:
         if progress is not None:

@@ -22,6 +22,7 @@ from defectscope.inference.explain import overlay_png
 from defectscope.inference.model_files import model_task
 from defectscope.inference.sources import Shard, SourceItem, stream_sources
 from defectscope.inference.writers import FORMATS, PredictionWriter, partial_path, skip_scored
+from defectscope.models.detector import check_nms_iou
 
 
 @dataclass
@@ -146,7 +147,7 @@ def model_kind(model: Model) -> str:
 
 
 def _batches(
-    model: Model, items: Iterator[SourceItem], batch_size: int, top_k: int, confidence: float
+    model: Model, items: Iterator[SourceItem], batch_size: int, top_k: int, detect_options: dict
 ) -> Iterator[tuple[Classifier | Detector | None, list, PredictionBatch | None]]:
     """``(model, results, batch)`` per batch of inputs: predictions with their batch (for
     heatmaps), or detections."""
@@ -157,7 +158,8 @@ def _batches(
         yield None, [result(path=source, error=error) for source, error in items], None
         return
     if detect:
-        detector = model if isinstance(model, Detector) else load_detector(model)
+        confidence, nms_iou = detect_options["confidence"], detect_options["nms_iou"]
+        detector = model if isinstance(model, Detector) else load_detector(model, nms_iou)
         results = detector.detect(items, batch_size, confidence)
         while chunk := list(itertools.islice(results, batch_size)):
             yield detector, chunk, None
@@ -182,10 +184,12 @@ def predict_files(
     overwrite: bool = False,
     confidence: float = 0.25,
     draw_dir: str | Path | None = None,
+    nms_iou: float | None = None,
 ) -> JobSummary:
     """Predict files, folders (recursive), globs and listed paths, in input order, with a
     loaded :class:`Classifier` or :class:`Detector`, or a model path (loaded once an image
-    turns up). A detector's rows are :class:`Detection` objects (boxes above ``confidence``);
+    turns up). A detector's rows are :class:`Detection` objects (boxes above ``confidence``;
+    ``nms_iou`` replaces a detector path's saved NMS IoU threshold);
     ``draw_dir`` gets a picture of each image with its boxes, ``explain_dir`` (a classifier) a
     Grad-CAM overlay.
 
@@ -199,6 +203,10 @@ def predict_files(
         return JobSummary(out=out, already_complete=True)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    if nms_iou is not None:
+        check_nms_iou(nms_iou)
+        if isinstance(model, Detector):
+            raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
     if explain_dir:
         prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
     if draw_dir:
@@ -213,7 +221,8 @@ def predict_files(
     heatmaps: _HeatmapWriter | None = None
     drawings: _NameKeeper | None = None
     try:
-        for loaded, results, batch in _batches(model, iter(items), batch_size, top_k, confidence):
+        options = {"confidence": confidence, "nms_iou": nms_iou}
+        for loaded, results, batch in _batches(model, iter(items), batch_size, top_k, options):
             for result in results:
                 if writer is not None:
                     writer.add(result)

@@ -32,7 +32,12 @@ from defectscope.inference.model_files import (
     read_metadata,
 )
 from defectscope.inference.sources import SourceItem
-from defectscope.models.detector import compiled_decoder, create_detector, per_image
+from defectscope.models.detector import (
+    compiled_decoder,
+    create_detector,
+    per_image,
+    set_nms_iou,
+)
 
 TASK_DETECT = "detect"
 
@@ -134,7 +139,9 @@ def raw_outputs(outputs: dict[str, np.ndarray], num_classes: int, path: Path) ->
 class Detector:
     """A loaded detector (Keras, or an ONNX/TFLite export decoded by KerasHub)."""
 
-    def __init__(self, location: ModelLocation, metadata: dict) -> None:
+    def __init__(
+        self, location: ModelLocation, metadata: dict, nms_iou: float | None = None
+    ) -> None:
         self.path, self.metadata, self.kind = location.path, metadata, location.kind
         self.classes: list[str] = list(metadata["classes"])
         self.image_size = int(metadata["image_size"])
@@ -145,7 +152,14 @@ class Detector:
         else:  # an export gives raw outputs; an unweighted twin decodes them the same way
             self.model = create_detector(self.classes, self.image_size, None, **settings)
         self.confidence = float(settings.get("confidence", 0.05))
+        if nms_iou is not None:
+            set_nms_iou(self.model, nms_iou)
         self._decode = compiled_decoder(self.model)
+
+    @property
+    def nms_iou(self) -> float:
+        """The overlap above which a box drops a weaker one of its class."""
+        return float(self.model.prediction_decoder.iou_threshold)
 
     @property
     def backend_name(self) -> str:
@@ -223,11 +237,12 @@ class Detector:
         return Detection(name, boxes, original[0], original[1])
 
 
-def load_detector(path: str | Path) -> Detector:
-    """Load a detector run folder, ``.keras`` file or export."""
+def load_detector(path: str | Path, nms_iou: float | None = None) -> Detector:
+    """Load a detector run folder, ``.keras`` file or export; ``nms_iou`` replaces the NMS
+    IoU threshold it was saved with (chosen on its selection set)."""
     location = locate_model(path)
     metadata = read_metadata(location)
     if not is_detector(metadata):
         raise ModelLoadError(location.path, "a classifier, not a detector (task is not 'detect')")
     import_tensorflow_quietly()
-    return Detector(location, metadata)
+    return Detector(location, metadata, nms_iou)
