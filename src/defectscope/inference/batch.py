@@ -147,7 +147,12 @@ def model_kind(model: Model) -> str:
 
 
 def _batches(
-    model: Model, items: Iterator[SourceItem], batch_size: int, top_k: int, detect_options: dict
+    model: Model,
+    items: Iterator[SourceItem],
+    batch_size: int,
+    top_k: int,
+    confidence: float,
+    nms_iou: float | None,
 ) -> Iterator[tuple[Classifier | Detector | None, list, PredictionBatch | None]]:
     """``(model, results, batch)`` per batch of inputs: predictions with their batch (for
     heatmaps), or detections."""
@@ -158,7 +163,6 @@ def _batches(
         yield None, [result(path=source, error=error) for source, error in items], None
         return
     if detect:
-        confidence, nms_iou = detect_options["confidence"], detect_options["nms_iou"]
         detector = model if isinstance(model, Detector) else load_detector(model, nms_iou)
         results = detector.detect(items, batch_size, confidence)
         while chunk := list(itertools.islice(results, batch_size)):
@@ -221,8 +225,8 @@ def predict_files(
     heatmaps: _HeatmapWriter | None = None
     drawings: _NameKeeper | None = None
     try:
-        options = {"confidence": confidence, "nms_iou": nms_iou}
-        for loaded, results, batch in _batches(model, iter(items), batch_size, top_k, options):
+        batches = _batches(model, iter(items), batch_size, top_k, confidence, nms_iou)
+        for loaded, results, batch in batches:
             for result in results:
                 if writer is not None:
                     writer.add(result)
