@@ -9,6 +9,7 @@ import pytest
 
 from defectscope.core.errors import ConfigError
 from defectscope.training.checks import check_train_config
+from defectscope.training.detect import pick_nms_iou
 from defectscope.training.trainer import resume, train
 from tests.helpers import grey_png, results_rows, tiny_config, tiny_detector_config
 
@@ -175,3 +176,12 @@ def test_a_run_with_tuned_encoder_blocks_caches_their_input_and_saves_them(
         tiny_detector_config(synthetic_records, tmp_path / "c", detect={"encoder_rate_scale": 0.0})
     with pytest.raises(ConfigError, match="nms_iou must be .*got 1.0"):
         tiny_detector_config(synthetic_records, tmp_path / "d", detect={"nms_iou": 1.0})
+
+
+def test_the_nms_threshold_is_the_best_on_selection_and_ties_keep_the_default() -> None:
+    """Best mAP@0.5 first, then mAP@0.5:0.95; equal scores (a selection set without boxes
+    scores -1 everywhere) keep 0.5, or the candidate nearest it."""
+    assert pick_nms_iou({0.3: (0.2, 0.1), 0.4: (0.3, 0.1), 0.5: (0.25, 0.2), 0.6: (0.1, 0)}) == 0.4
+    assert pick_nms_iou({0.3: (0.3, 0.1), 0.4: (0.3, 0.2), 0.5: (0.3, 0.1)}) == 0.4
+    assert pick_nms_iou({iou: (-1.0, -1.0) for iou in (0.3, 0.4, 0.5, 0.6)}) == 0.5
+    assert pick_nms_iou({0.3: (0.0, 0.0), 0.6: (0.0, 0.0)}) == 0.6

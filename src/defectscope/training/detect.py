@@ -150,7 +150,7 @@ def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache,
             scores[iou] = (found["map50"], found["map50_95"])
     finally:
         tf_log.setLevel(level)
-    chosen = max(scores, key=lambda iou: (scores[iou], -abs(iou - DEFAULT_NMS_IOU)))
+    chosen = pick_nms_iou(scores)
     log.info(
         "NMS IoU %.2f chosen on the selection set (mAP@0.5 %s)",
         chosen,
@@ -159,6 +159,12 @@ def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache,
     set_nms_iou(best, chosen)
     _save_detector(best, run.best_model)
     return chosen, {f"{iou:.2f}": score[0] for iou, score in scores.items()}
+
+
+def pick_nms_iou(scores: dict[float, tuple[float, float]]) -> float:
+    """The threshold with the best (mAP@0.5, mAP@0.5:0.95); a tie (e.g. a selection set
+    without boxes, where every score is -1) keeps the one nearest the default 0.5."""
+    return max(scores, key=lambda iou: (scores[iou], -abs(iou - DEFAULT_NMS_IOU)))
 
 
 def _save_detector(detector, path) -> None:
