@@ -136,3 +136,22 @@ def test_the_nms_threshold_chosen_in_training_can_be_replaced(tiny_detector_run,
     assert result.exit_code != 0 and "got 1.5" in result.output
     with pytest.raises(ConfigError, match="load_detector"):
         predict_files(load_detector(tiny_detector_run), [image], nms_iou=0.3)
+
+
+def test_an_option_for_the_other_kind_of_model_is_refused(tiny_run, tiny_detector_run, tmp_path):
+    """``--draw``/``--iou`` with a classifier and ``--explain`` with a detector stop before any
+    folder is made, naming the flag, instead of being ignored."""
+    image = _wide_image(tmp_path)
+    cases = [
+        (tiny_run, ["--draw", str(tmp_path / "drawn")], "--draw"),
+        (tiny_run, ["--iou", "0.4"], "--iou"),
+        (tiny_detector_run, ["--explain", str(tmp_path / "heat")], "--explain"),
+    ]
+    for model, option, flag in cases:
+        result = runner.invoke(app, ["predict", str(image), "--model", str(model), *option])
+        assert result.exit_code != 0 and flag in result.output, result.output
+    assert not (tmp_path / "drawn").exists() and not (tmp_path / "heat").exists()
+    with pytest.raises(ConfigError, match="needs a detector; this model is a classifier"):
+        predict_files(tiny_run, [image], nms_iou=0.4)
+    drawn = predict_files(tiny_detector_run, [image], draw_dir=tmp_path / "drawn", confidence=0)
+    assert drawn.drawings == 1

@@ -173,6 +173,27 @@ def _batches(
         yield classifier, batch.predictions, batch
 
 
+# option -> (the model kind that uses it, its command-line flag)
+_OPTION_USERS = {
+    "explain_dir": ("classify", "--explain"),
+    "draw_dir": ("detect", "--draw"),
+    "nms_iou": ("detect", "--iou"),
+}
+_KIND_NAMES = {"classify": "classifier", "detect": "detector"}
+
+
+def _check_options_fit(task: str, **options) -> None:
+    """Refuse an option the model cannot use (a classifier's heatmaps, a detector's boxes)
+    rather than ignore it."""
+    for name, value in options.items():
+        needed, flag = _OPTION_USERS[name]
+        if value not in (None, "") and task != needed:
+            raise ConfigError(
+                f"{name} ({flag}) = {str(value)!r} needs a {_KIND_NAMES[needed]}; "
+                f"this model is a {_KIND_NAMES[task]}"
+            )
+
+
 def predict_files(
     model: Model,
     sources: Iterable[str | Path] = (),
@@ -211,12 +232,13 @@ def predict_files(
         check_nms_iou(nms_iou)
         if isinstance(model, Detector):
             raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
+    task = model_kind(model)
+    _check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
     if explain_dir:
         prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
     if draw_dir:
         prepare_output_folder(draw_dir, "box pictures", _is_drawing, overwrite)
     summary = JobSummary(out=out)
-    task = model_kind(model)
     writer = PredictionWriter(out, task=task) if out is not None else None
     items = _counted(stream_sources(sources, paths_from, shard), summary)
     if writer is not None:
