@@ -100,3 +100,29 @@ def test_the_service_answers_boxes_counts_and_the_surest_label(onnx_export: Path
     assert client.post("/predict?conf=1.5", content=_png()).status_code == 422
     assert client.post("/predict", content=b"junk").status_code == 415
     assert client.get("/metadata").json()["task"] == "detect"
+
+
+def test_serve_iou_replaces_the_saved_threshold(onnx_export: Path, tiny_run: Path, monkeypatch):
+    """``serve --iou`` decodes an export with the given threshold, /metadata says which, a
+    lower one answers fewer overlapping boxes; a classifier refuses the flag."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from defectscope.cli.main import app
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda service, **_: served.update(app=service))
+    monkeypatch.delenv("DEFECTSCOPE_API_KEY", raising=False)
+    command = ["serve", "--allowed-host", "testserver", "--model"]  # the test client's host
+    boxes = {}
+    for iou in (0.05, 0.95):
+        result = CliRunner().invoke(app, [*command, str(onnx_export), "--iou", str(iou)])
+        assert result.exit_code == 0, result.output
+        client = TestClient(served.pop("app"))
+        assert client.get("/metadata").json()["detector"]["nms_iou"] == pytest.approx(iou)
+        answer = client.post("/predict?conf=0", content=_png()).json()
+        boxes[iou] = len(answer["boxes"])
+    assert 0 < boxes[0.05] < boxes[0.95]
+    result = CliRunner().invoke(app, [*command, str(tiny_run), "--iou", "0.4"])
+    assert result.exit_code != 0 and "needs a detector" in result.output
+    assert "app" not in served

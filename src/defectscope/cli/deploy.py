@@ -136,6 +136,10 @@ def serve(
     body_timeout: Annotated[
         float, typer.Option(help="Seconds an upload may pause before it is dropped.")
     ] = 30.0,
+    iou: Annotated[
+        float | None,
+        typer.Option(help="Detector: NMS IoU threshold (default: the one chosen in training)."),
+    ] = None,
 ) -> None:
     """HTTP service: POST /predict, GET /health, /metadata, /docs, and a web page at /."""
     import uvicorn
@@ -160,7 +164,12 @@ def serve(
     from defectscope.inference.detector import load_detector
     from defectscope.inference.model_files import model_task
 
-    classifier = load_detector(model) if model_task(model) == "detect" else load_model(model)
+    if model_task(model) == "detect":
+        classifier = load_detector(model, nms_iou=iou)
+    elif iou is not None:
+        raise ConfigError(f"--iou {iou!r} needs a detector; {model} is a classifier")
+    else:
+        classifier = load_model(model)
     app = create_app(classifier, config)
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
     uvicorn.run(

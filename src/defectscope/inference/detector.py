@@ -154,6 +154,7 @@ class Detector:
         self.confidence = float(settings.get("confidence", 0.05))
         if nms_iou is not None:
             set_nms_iou(self.model, nms_iou)
+            self.metadata = {**metadata, "detector": {**settings, "nms_iou": self.nms_iou}}
         self._decode = compiled_decoder(self.model)
 
     @property
