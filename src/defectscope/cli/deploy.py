@@ -161,15 +161,13 @@ def serve(
     # do not use it). An explicit TF_ENABLE_ONEDNN_OPTS in the environment wins.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import_tensorflow_quietly()
+    from defectscope.inference.batch import check_options_fit
     from defectscope.inference.detector import load_detector
     from defectscope.inference.model_files import model_task
 
-    if model_task(model) == "detect":
-        classifier = load_detector(model, nms_iou=iou)
-    elif iou is not None:
-        raise ConfigError(f"--iou {iou!r} needs a detector; {model} is a classifier")
-    else:
-        classifier = load_model(model)
+    task = model_task(model)
+    check_options_fit(task, nms_iou=iou)
+    classifier = load_detector(model, nms_iou=iou) if task == "detect" else load_model(model)
     app = create_app(classifier, config)
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
     uvicorn.run(

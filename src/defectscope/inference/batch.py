@@ -182,7 +182,7 @@ _OPTION_USERS = {
 _KIND_NAMES = {"classify": "classifier", "detect": "detector"}
 
 
-def _check_options_fit(task: str, **options) -> None:
+def check_options_fit(task: str, **options) -> None:
     """Refuse an option the model cannot use (a classifier's heatmaps, a detector's boxes)
     rather than ignore it."""
     for name, value in options.items():
@@ -233,7 +233,7 @@ def predict_files(
         if isinstance(model, Detector):
             raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
     task = model_kind(model)
-    _check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
+    check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
     if explain_dir:
         prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
     if draw_dir:
