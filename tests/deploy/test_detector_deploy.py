@@ -104,7 +104,7 @@ def test_the_service_answers_boxes_counts_and_the_surest_label(onnx_export: Path
 
 def test_serve_iou_replaces_the_saved_threshold(onnx_export: Path, tiny_run: Path, monkeypatch):
     """``serve --iou`` decodes an export with the given threshold, /metadata says which, a
-    lower one answers fewer overlapping boxes; a classifier refuses the flag."""
+    lower one answers fewer overlapping boxes; a value outside (0, 1) or a classifier is refused."""
     import uvicorn
     from typer.testing import CliRunner
 
@@ -123,6 +123,9 @@ def test_serve_iou_replaces_the_saved_threshold(onnx_export: Path, tiny_run: Pat
         answer = client.post("/predict?conf=0", content=_png()).json()
         boxes[iou] = len(answer["boxes"])
     assert 0 < boxes[0.05] < boxes[0.95]
+    for bad in ("0", "1.5", "nan"):
+        result = CliRunner().invoke(app, [*command, str(onnx_export), "--iou", bad])
+        assert result.exit_code != 0 and f"got {float(bad)}" in result.output, result.output
     result = CliRunner().invoke(app, [*command, str(tiny_run), "--iou", "0.4"])
     assert result.exit_code != 0 and "needs a detector" in result.output
     assert "app" not in served
