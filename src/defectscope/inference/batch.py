@@ -194,6 +194,34 @@ def check_options_fit(task: str, **options) -> None:
             )
 
 
+def _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite: bool) -> str:
+    """The model's task once the job's options are checked against it and its output folders
+    are ready; a ConfigError naming the bad option before anything is written."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    if nms_iou is not None:
+        check_nms_iou(nms_iou)
+        if isinstance(model, Detector):
+            raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
+    task = model_kind(model)
+    check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
+    if explain_dir:
+        prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
+    if draw_dir:
+        prepare_output_folder(draw_dir, "box pictures", _is_drawing, overwrite)
+    return task
+
+
+def _record(result, writer: PredictionWriter | None, summary: JobSummary, on_prediction) -> None:
+    """One row: written, counted and shown to ``on_prediction``."""
+    if writer is not None:
+        writer.add(result)
+    summary.rows += 1
+    summary.predicted += result.ok
+    if on_prediction is not None:
+        on_prediction(result)
+
+
 def predict_files(
     model: Model,
     sources: Iterable[str | Path] = (),
@@ -226,18 +254,7 @@ def predict_files(
     check_output(out, resume)
     if resume and out.is_file() and not partial_path(out).is_file():
         return JobSummary(out=out, already_complete=True)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
-    if nms_iou is not None:
-        check_nms_iou(nms_iou)
-        if isinstance(model, Detector):
-            raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
-    task = model_kind(model)
-    check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
-    if explain_dir:
-        prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
-    if draw_dir:
-        prepare_output_folder(draw_dir, "box pictures", _is_drawing, overwrite)
+    task = _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite)
     summary = JobSummary(out=out)
     writer = PredictionWriter(out, task=task) if out is not None else None
     items = _counted(stream_sources(sources, paths_from, shard), summary)
@@ -250,12 +267,7 @@ def predict_files(
         batches = _batches(model, iter(items), batch_size, top_k, confidence, nms_iou)
         for loaded, results, batch in batches:
             for result in results:
-                if writer is not None:
-                    writer.add(result)
-                summary.rows += 1
-                summary.predicted += result.ok
-                if on_prediction is not None:
-                    on_prediction(result)
+                _record(result, writer, summary, on_prediction)
             if explain_dir and isinstance(loaded, Classifier):
                 heatmaps = heatmaps or _HeatmapWriter(loaded, Path(explain_dir))
                 summary.heatmaps += heatmaps.write(batch)
