@@ -226,23 +226,19 @@ class _Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def create_app(classifier: Classifier | Detector, config: ServiceConfig | None = None) -> FastAPI:
-    """The FastAPI application serving ``classifier`` (any backend)."""
-    config = config or ServiceConfig()
-    return_large_blocks_to_the_os()
-    predictor = Predictor(classifier, config)
+def _application_shell(config: ServiceConfig) -> FastAPI:
+    """The application with its host and CORS middleware, refusal handler and web page, before
+    any route that needs the model."""
     app = FastAPI(
         title="defectscope",
         version=__version__,
-        description="Surface-defect classification. POST an image to /predict.",
+        description="Surface-defect classification and detection. POST an image to /predict.",
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"]
         )
-    app.state.classifier, app.state.predictor = classifier, predictor
-    guard = Depends(_access_checks(config))
 
     @app.exception_handler(_Refused)
     async def refused(request: Request, err: _Refused) -> JSONResponse:
@@ -251,6 +247,18 @@ def create_app(classifier: Classifier | Detector, config: ServiceConfig | None =
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return (resources.files("defectscope") / "deploy" / "static" / "index.html").read_text()
+
+    return app
+
+
+def create_app(classifier: Classifier | Detector, config: ServiceConfig | None = None) -> FastAPI:
+    """The FastAPI application serving ``classifier`` (any backend)."""
+    config = config or ServiceConfig()
+    return_large_blocks_to_the_os()
+    predictor = Predictor(classifier, config)
+    app = _application_shell(config)
+    app.state.classifier, app.state.predictor = classifier, predictor
+    guard = Depends(_access_checks(config))
 
     @app.head("/health", include_in_schema=False)
     @app.get("/health")
