@@ -9,7 +9,7 @@ import pytest
 
 from defectscope.core.errors import ConfigError
 from defectscope.training.checks import check_train_config
-from defectscope.training.detect import pick_nms_iou
+from defectscope.training.detect import history_best, pick_nms_iou
 from defectscope.training.trainer import resume, train
 from tests.helpers import grey_png, results_rows, tiny_config, tiny_detector_config
 
@@ -185,3 +185,18 @@ def test_the_nms_threshold_is_the_best_on_selection_and_ties_keep_the_default() 
     assert pick_nms_iou({0.3: (0.3, 0.1), 0.4: (0.3, 0.2), 0.5: (0.3, 0.1)}) == 0.4
     assert pick_nms_iou({iou: (-1.0, -1.0) for iou in (0.3, 0.4, 0.5, 0.6)}) == 0.5
     assert pick_nms_iou({0.3: (0.0, 0.0), 0.6: (0.0, 0.0)}) == 0.6
+
+
+def test_a_resumed_run_counts_the_epochs_since_its_best_towards_early_stopping(
+    tmp_path: Path,
+) -> None:
+    """Epochs run before a kill still count: best at epoch 2 of 5 leaves 3 epochs without."""
+    results = tmp_path / "results.csv"
+    assert history_best(results) == ((-1.0, -1.0), 0)  # a new run
+    rows = [("detect", 1, 0.1, 0.01), ("detect", 2, 0.3, 0.1), ("detect", 3, 0.2, 0.1)]
+    rows += [("detect", 4, 0.3, 0.1), ("detect", 5, "", "")]  # a tie does not reset; no score
+    lines = ["phase,epoch,selection_map50,selection_map50_95"] + [
+        ",".join(str(v) for v in row) for row in [("head", 1, 0.9, 0.9), *rows]
+    ]
+    results.write_text("\n".join(lines) + "\n")
+    assert history_best(results) == ((0.3, 0.1), 3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -172,7 +173,7 @@ def _save_detector(detector, path) -> None:
         detector.save(temp)
 
 
-def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes, best, chief):
+def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes, history):
     import keras
 
     size, decoder = config.image_size, compiled_decoder(detector)
@@ -183,7 +184,7 @@ def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes,
 
         def __init__(self) -> None:
             super().__init__()
-            self.best, self.wait = best, 0
+            self.best, self.wait = history
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             found = selection_map(trainer_ref[0], decoder, selection, classes, size)
@@ -192,8 +193,7 @@ def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes,
             score = (found["map50"], found["map50_95"])
             if score > self.best:
                 self.best, self.wait = score, 0
-                if chief:
-                    _save_detector(detector, run.best_model)
+                _save_detector(detector, run.best_model)
                 log.info("best detector: selection mAP@0.5 %.4f -> %s", score[0], run.best_model)
                 return
             self.wait += 1
@@ -240,12 +240,17 @@ def _scaled_rate_adam(schedule, slower: list, scale: float):
     return ScaledRateAdam(schedule, global_clipnorm=10.0)
 
 
-def _history_best(run: RunFolder) -> tuple[float, float]:
-    rows = [r for r in read_results(run.results_file) if r["phase"] == "detect"]
+def history_best(results_file: Path) -> tuple[tuple[float, float], int]:
+    """The best selection score of the epochs already run and how many epochs came after it,
+    so that a resumed run goes on counting towards early stopping."""
+    rows = [r for r in read_results(results_file) if r["phase"] == "detect"]
     scores = [
         (float(r["selection_map50"] or -1), float(r["selection_map50_95"] or -1)) for r in rows
     ]
-    return max(scores, default=(-1.0, -1.0))
+    if not scores:
+        return (-1.0, -1.0), 0
+    best = max(scores)
+    return best, len(scores) - 1 - scores.index(best)  # the first best: only a better one resets
 
 
 def detector_classes(classes: list[str]) -> list[str]:
@@ -297,7 +302,7 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
     callbacks = [
         _checkpoint_callback(
-            detector, [trainer], config, run, selection, classes, _history_best(run), True
+            detector, [trainer], config, run, selection, classes, history_best(run.results_file)
         ),
         ResultsLog(run.results_file, "detect", phase.epochs),
         ChiefBackupAndRestore(str(run.backup_dir)),
