@@ -59,3 +59,17 @@ def test_sigkill_then_resume(synthetic_records: Path, tmp_path: Path) -> None:
     for got, want in zip(rows, expected, strict=True):
         for key in ("loss", "accuracy", "selection_loss", "selection_accuracy"):
             assert float(got[key]) == pytest.approx(float(want[key]), rel=1e-4), (got, want)
+
+
+def test_early_stopping_counts_the_epochs_run_before_a_resume() -> None:
+    """The best so far and the epochs after it: a phase-1 best leaves every fine-tuning epoch
+    counted, a tie does not reset the count, and a run with no epoch yet counts none."""
+    from defectscope.training.callbacks import best_so_far
+
+    head = (0.8, 0, -0.5)
+    assert best_so_far([head]) == (head, 0)
+    assert best_so_far([head, (0.7, 1, -0.6), (0.8, 0, -0.5)]) == (head, 2)
+    assert best_so_far([head, (0.9, 1, -0.4), (0.9, 1, -0.4), (0.85, 1, -0.4)]) == (
+        (0.9, 1, -0.4),
+        2,
+    )

@@ -197,19 +197,33 @@ class StepProgress(keras.callbacks.Callback):
         )
 
 
+def best_so_far(scores: list) -> tuple:
+    """The best of ``scores`` (a run's starting point, then its epochs in order) and how many
+    epochs came after its first occurrence: a resumed run goes on counting towards early
+    stopping (only a better score resets the count)."""
+    best = max(scores)
+    return best, len(scores) - 1 - scores.index(best)
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the model atomically when the selection score passes the best so far (see
     :func:`selection_score`); stops early after ``patience`` epochs without.
 
     ``best`` starts from earlier results (phase 1, or epochs before a resume), so a resumed run
-    never overwrites a better checkpoint.
+    never overwrites a better checkpoint; ``wait`` counts the epochs run since (see
+    :func:`best_so_far`).
     """
 
     def __init__(
-        self, path: Path, best: Score = NO_SCORE, patience: int = 0, write: bool = True
+        self,
+        path: Path,
+        best: Score = NO_SCORE,
+        patience: int = 0,
+        write: bool = True,
+        wait: int = 0,
     ) -> None:
         super().__init__()
-        self.path, self.best, self.patience, self.wait = path, best, patience, 0
+        self.path, self.best, self.patience, self.wait = path, best, patience, wait
         self.write = write  # False on non-chief workers: same decisions, no file
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

@@ -37,6 +37,7 @@ from defectscope.models.detector import (
 from defectscope.training.callbacks import (
     ChiefBackupAndRestore,
     ResultsLog,
+    best_so_far,
     read_results,
 )
 from defectscope.training.config import TrainConfig
@@ -247,10 +248,7 @@ def history_best(results_file: Path) -> tuple[tuple[float, float], int]:
     scores = [
         (float(r["selection_map50"] or -1), float(r["selection_map50_95"] or -1)) for r in rows
     ]
-    if not scores:
-        return (-1.0, -1.0), 0
-    best = max(scores)
-    return best, len(scores) - 1 - scores.index(best)  # the first best: only a better one resets
+    return best_so_far([(-1.0, -1.0), *scores])  # before the first epoch: no score
 
 
 def detector_classes(classes: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from defectscope.training.callbacks import (
     PreciseBatchNorm,
     ResultsLog,
     StepProgress,
+    best_so_far,
     read_results,
     score_of_row,
 )
@@ -85,9 +86,9 @@ def _callbacks(config: TrainConfig, run: RunFolder, chief: bool) -> list:
     if state.head_selection_accuracy is not None:
         xent = state.head_selection_xent
         head = (state.head_selection_accuracy, HEAD_PHASE, -(np.inf if xent is None else xent))
-    best = max([head] + [score_of_row(r) for r in history])
+    best, wait = best_so_far([head] + [score_of_row(r) for r in history])
     callbacks = [
-        BestCheckpoint(run.best_model, best, config.finetune.patience, write=chief),
+        BestCheckpoint(run.best_model, best, config.finetune.patience, write=chief, wait=wait),
         ChiefBackupAndRestore(str(run.backup_dir), write=chief),
         EpochRandomState(),
     ]
