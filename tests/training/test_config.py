@@ -44,3 +44,10 @@ def test_user_file_and_errors(tmp_path: Path) -> None:
         resolve_config("fastest")
     with pytest.raises(ValueError, match=r"class_weights must be .* got 'some'"):
         resolve_config(class_weights="some")
+
+
+@pytest.mark.parametrize("section", ["finetune", "detect"])
+def test_a_negative_patience_is_refused_with_its_value(section: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{section}.patience must be >= 0 .*got -1"):
+        resolve_config(**{section: {"patience": -1}})
+    assert getattr(resolve_config(**{section: {"patience": 0}}), section).patience == 0  # off

@@ -206,18 +206,19 @@ def best_so_far(scores: list) -> tuple:
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model atomically when the selection score passes the best so far (see
-    :func:`selection_score`); stops early after ``patience`` epochs without.
+    """Saves the model atomically when its selection score passes the best so far; stops early
+    after ``patience`` epochs without a better one (0: never).
 
     ``best`` starts from earlier results (phase 1, or epochs before a resume), so a resumed run
     never overwrites a better checkpoint; ``wait`` counts the epochs run since (see
-    :func:`best_so_far`).
+    :func:`best_so_far`). The score is :func:`selection_score`; a subclass scores, saves and
+    describes otherwise by overriding :meth:`score`, :meth:`save` and :meth:`describe`.
     """
 
     def __init__(
         self,
         path: Path,
-        best: Score = NO_SCORE,
+        best: tuple = NO_SCORE,
         patience: int = 0,
         write: bool = True,
         wait: int = 0,
@@ -226,23 +227,26 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.path, self.best, self.patience, self.wait = path, best, patience, wait
         self.write = write  # False on non-chief workers: same decisions, no file
 
+    def score(self, logs: dict | None) -> tuple:
+        return selection_score(logs)
+
+    def save(self) -> None:
+        save_for_inference(self.model, self.path)
+
+    def describe(self, score: tuple) -> str:
+        return f"selection accuracy {score[0]:.4f}, cross-entropy {-score[2]:.4f}"
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        score = selection_score(logs)
+        score = self.score(logs)
         if score > self.best:
             self.best, self.wait = score, 0
-            if not self.write:
-                return
-            save_for_inference(self.model, self.path)
-            log.info(
-                "best checkpoint: selection accuracy %.4f, cross-entropy %.4f -> %s",
-                score[0],
-                -score[2],
-                self.path,
-            )
+            if self.write:
+                self.save()
+                log.info("best checkpoint: %s -> %s", self.describe(score), self.path)
             return
         self.wait += 1
         if self.patience and self.wait >= self.patience:
-            log.info("early stop: no better selection accuracy for %d epochs", self.wait)
+            log.info("early stop: no better selection score for %d epochs", self.wait)
             self.model.stop_training = True
 
 

@@ -50,6 +50,10 @@ class FineTunePhaseConfig:
     patience: int = 0
     label_smoothing: float = 0.0  # > 0 makes the selection cross-entropy favour phase 1
 
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ConfigError(f"finetune.patience must be >= 0 (0: off), got {self.patience!r}")
+
 
 @dataclass
 class DetectPhaseConfig:
@@ -66,7 +70,7 @@ class DetectPhaseConfig:
     aspect_ratios: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0, 2.0, 5.0])
     max_level: int = 7
     flips: bool = True  # also train on left-right and up-down mirrored copies
-    patience: int = 8  # early stopping on selection mAP@0.5
+    patience: int = 8  # early stopping on selection mAP@0.5 (0: off)
     confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
     # boxes of a class overlapping a better one by more than this are dropped; None: 0.5
     # while training, then chosen on the selection set among 0.3, 0.4, 0.5 and 0.6
@@ -95,6 +99,8 @@ class DetectPhaseConfig:
             raise ConfigError(
                 f"detect.aspect_ratios must be positive numbers, got {self.aspect_ratios!r}"
             )
+        if self.patience < 0:
+            raise ConfigError(f"detect.patience must be >= 0 (0: off), got {self.patience!r}")
         if not 5 <= self.max_level <= 7:
             raise ConfigError(f"detect.max_level must be 5, 6 or 7, got {self.max_level!r}")
 

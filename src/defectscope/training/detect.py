@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_path
@@ -35,6 +36,7 @@ from defectscope.models.detector import (
     split_encoder,
 )
 from defectscope.training.callbacks import (
+    BestCheckpoint,
     ChiefBackupAndRestore,
     ResultsLog,
     best_so_far,
@@ -58,7 +60,6 @@ def head_trainer(detector, tune_from_block: int = 0):
     """A model from cached encoder outputs to the detector's raw outputs, sharing the
     detector's layers (the tuned encoder blocks, the pyramid and the heads), whose loss is the
     detector's own (label encoder, focal loss)."""
-    import keras
     from keras import ops
 
     encoder = detector.backbone.image_encoder
@@ -135,7 +136,6 @@ def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache,
     """The NMS IoU threshold with the best selection mAP for the saved best detector (set in
     it and saved again): ``(chosen, {threshold: selection mAP@0.5})``. Ties keep the one
     nearest 0.5; the raw outputs are computed once and decoded once per threshold."""
-    import keras
 
     register_detector_layers()
     best = keras.saving.load_model(run.best_model)
@@ -174,39 +174,40 @@ def _save_detector(detector, path) -> None:
         detector.save(temp)
 
 
-def _checkpoint_callback(detector, trainer_ref, config, run, selection, classes, history):
-    import keras
+class SelectionMap(keras.callbacks.Callback):
+    """The selection set's COCO mAP after each epoch, into the logs (``val_map50``,
+    ``val_map50_95``) that :class:`BestDetector` and ``results.csv`` read."""
 
-    size, decoder = config.image_size, compiled_decoder(detector)
+    def __init__(self, decoder, selection: PyramidCache, classes: list[str], size: int) -> None:
+        super().__init__()
+        self.decoder, self.selection, self.classes, self.size = decoder, selection, classes, size
 
-    class SelectionMap(keras.callbacks.Callback):
-        """Selection mAP@0.5 after each epoch (into the logs), the best detector saved, and
-        early stopping after ``patience`` epochs without a better one."""
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        found = selection_map(self.model, self.decoder, self.selection, self.classes, self.size)
+        if logs is not None:
+            logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.best, self.wait = history
 
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            found = selection_map(trainer_ref[0], decoder, selection, classes, size)
-            if logs is not None:
-                logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
-            score = (found["map50"], found["map50_95"])
-            if score > self.best:
-                self.best, self.wait = score, 0
-                _save_detector(detector, run.best_model)
-                log.info("best detector: selection mAP@0.5 %.4f -> %s", score[0], run.best_model)
-                return
-            self.wait += 1
-            if self.wait >= config.detect.patience:
-                log.info("early stop: no better selection mAP for %d epochs", self.wait)
-                self.model.stop_training = True
+class BestDetector(BestCheckpoint):
+    """:class:`BestCheckpoint` on (selection mAP@0.5, mAP@0.5:0.95), saving the whole
+    detector (encoder included) rather than the model being fitted on cached features."""
 
-    return SelectionMap()
+    def __init__(self, detector, path: Path, best: tuple, patience: int, wait: int) -> None:
+        super().__init__(path, best, patience, wait=wait)
+        self.detector = detector
+
+    def score(self, logs: dict | None) -> tuple:
+        logs = logs or {}
+        return float(logs.get("val_map50", -1.0)), float(logs.get("val_map50_95", -1.0))
+
+    def save(self) -> None:
+        _save_detector(self.detector, self.path)
+
+    def describe(self, score: tuple) -> str:
+        return f"selection mAP@0.5 {score[0]:.4f}, mAP@0.5:0.95 {score[1]:.4f}"
 
 
 def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
-    import keras
 
     phase = config.detect
     warmup = int(steps * phase.warmup_epochs)
@@ -226,7 +227,6 @@ def _scaled_rate_adam(schedule, slower: list, scale: float):
     """Adam whose steps on the ``slower`` variables (pretrained encoder blocks) use ``scale``
     times the learning rate: Keras 3 has no per-variable rates, and scaling their gradients
     would not do it (Adam's steps do not depend on the gradients' scale)."""
-    import keras
 
     class ScaledRateAdam(keras.optimizers.Adam):
         def build(self, variables) -> None:
@@ -298,10 +298,10 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     _compile(trainer, detector, config, steps)
     first = run.backup_epoch()
     data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
+    best, wait = history_best(run.results_file)
     callbacks = [
-        _checkpoint_callback(
-            detector, [trainer], config, run, selection, classes, history_best(run.results_file)
-        ),
+        SelectionMap(compiled_decoder(detector), selection, classes, config.image_size),
+        BestDetector(detector, run.best_model, best, phase.patience, wait),
         ResultsLog(run.results_file, "detect", phase.epochs),
         ChiefBackupAndRestore(str(run.backup_dir)),
     ]

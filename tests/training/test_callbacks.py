@@ -1,0 +1,99 @@
+"""Callbacks of a run: the best checkpoint kept, early stopping, a resumed run's count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from defectscope.training.callbacks import NO_SCORE, BestCheckpoint, best_so_far
+from defectscope.training.detect import BestDetector
+
+
+def _tiny_model(name: str) -> keras.Model:
+    inputs = keras.Input((2,))
+    return keras.Model(inputs, keras.layers.Dense(1, name="dense")(inputs), name=name)
+
+
+def _set_weight(model: keras.Model, value: float) -> None:
+    model.set_weights([np.full_like(w, value) for w in model.get_weights()])
+
+
+def _saved_weight(path: Path) -> float:
+    return float(keras.saving.load_model(path).get_weights()[0][0, 0])
+
+
+def _run_epochs(callback, model: keras.Model, accuracies: list[float]) -> int:
+    """Feed one epoch per accuracy (the model's weights set to the epoch's number); returns
+    how many epochs ran before early stopping."""
+    callback.set_model(model)
+    model.stop_training = False
+    for epoch, accuracy in enumerate(accuracies):
+        _set_weight(model, epoch + 1)
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_xent": 1.0})
+        if model.stop_training:
+            return epoch + 1
+    return len(accuracies)
+
+
+def test_the_best_epoch_is_saved_and_never_overwritten_by_a_worse_one(tmp_path: Path) -> None:
+    path, model = tmp_path / "best.keras", _tiny_model("classifier")
+    checkpoint = BestCheckpoint(path)
+    ran = _run_epochs(checkpoint, model, [0.5, 0.7, 0.6, 0.7, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert ran == 10  # patience 0: never stops
+    assert _saved_weight(path) == 2.0  # epoch 2; the tie at epoch 4 does not replace it
+    assert checkpoint.best[0] == 0.7 and checkpoint.wait == 8
+
+
+EARLIER = (0.6, 1, -1.0)  # a best of epochs run before a resume (or of phase 1)
+
+
+@pytest.mark.parametrize(
+    ("patience", "best", "wait", "ran"),
+    [(3, NO_SCORE, 0, 5), (1, NO_SCORE, 0, 3), (3, EARLIER, 2, 1), (3, EARLIER, 1, 5)],
+)
+def test_early_stopping_counts_epochs_without_a_better_score(
+    tmp_path: Path, patience: int, best: tuple, wait: int, ran: int
+) -> None:
+    """Epoch 2 is the best. The ``wait`` epochs run since an earlier best (a resumed run) count
+    too, until a better score resets the count."""
+    checkpoint = BestCheckpoint(tmp_path / "best.keras", best, patience=patience, wait=wait)
+    assert _run_epochs(checkpoint, _tiny_model("m"), [0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6]) == ran
+
+
+def test_a_non_chief_worker_decides_alike_and_writes_nothing(tmp_path: Path) -> None:
+    checkpoint = BestCheckpoint(tmp_path / "best.keras", patience=2, write=False)
+    assert _run_epochs(checkpoint, _tiny_model("m"), [0.5, 0.7, 0.6, 0.6, 0.9]) == 4
+    assert checkpoint.best[0] == 0.7 and not (tmp_path / "best.keras").exists()
+
+
+def test_a_resumed_run_never_replaces_a_better_checkpoint(tmp_path: Path) -> None:
+    path, model = tmp_path / "best.keras", _tiny_model("m")
+    _set_weight(model, 42.0)
+    model.save(path)
+    checkpoint = BestCheckpoint(path, best=(0.8, 1, -0.5))
+    _run_epochs(checkpoint, model, [0.7, 0.8])  # worse, then equal accuracy but worse xent
+    assert _saved_weight(path) == 42.0
+
+
+def test_the_best_detector_is_scored_on_selection_map_and_saves_the_detector(
+    tmp_path: Path,
+) -> None:
+    """The model being fitted (heads on cached features) is not what is saved: the detector."""
+    path, fitted, detector = tmp_path / "best.keras", _tiny_model("heads"), _tiny_model("det")
+    checkpoint = BestDetector(detector, path, best=(-1.0, -1.0), patience=2, wait=0)
+    checkpoint.set_model(fitted)
+    fitted.stop_training = False
+    for epoch, (map50, map50_95) in enumerate([(0.2, 0.1), (0.4, 0.1), (0.4, 0.05), (0.3, 0.2)]):
+        _set_weight(detector, epoch + 1)
+        checkpoint.on_epoch_end(epoch, {"val_map50": map50, "val_map50_95": map50_95})
+    assert keras.saving.load_model(path).name == "det"
+    assert _saved_weight(path) == 2.0  # mAP@0.5 first; mAP@0.5:0.95 only breaks ties
+    assert fitted.stop_training and checkpoint.wait == 2
+
+
+def test_best_so_far_counts_from_the_first_occurrence_of_the_best() -> None:
+    assert best_so_far([-1.0]) == (-1.0, 0)
+    assert best_so_far([-1.0, 0.3, 0.5, 0.5, 0.2]) == (0.5, 2)
