@@ -60,3 +60,25 @@ def test_phase_one_adds_distinct_copies_of_the_phase_two_augmentation() -> None:
     assert augmented_copies(resolve_config(data="x", head={"augmented_copies": 0})) == []
     with pytest.raises(ConfigError, match="augmented_copies must be >= 0, got -1"):
         resolve_config(data="x", head={"augmented_copies": -1})
+
+
+def test_the_cache_key_follows_the_weights_content_not_their_file(
+    synthetic_records: Path, tmp_path: Path
+) -> None:
+    """A copy of the weights, or the same file with a new timestamp (a re-provisioned
+    machine, a restored backup), finds the cache; other weights do not."""
+    import os
+
+    source = open_source(synthetic_records, "train")
+    weights = tmp_path / "a.weights.h5"
+    weights.write_bytes(b"weights one")
+    key = cache_key(source, str(weights), 96)
+    copy = tmp_path / "copy" / "b.weights.h5"
+    copy.parent.mkdir()
+    copy.write_bytes(b"weights one")
+    os.utime(copy, (1, 1))
+    assert cache_key(source, str(copy), 96) == key
+    weights.write_bytes(b"weights two")
+    os.utime(weights, (1, 1))
+    assert cache_key(source, str(weights), 96) != key
+    assert cache_key(source, "none", 96) != key

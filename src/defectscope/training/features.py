@@ -38,15 +38,14 @@ class CachedFeatures:
     from_cache: bool
 
 
-def _weights_identity(weights: str) -> str:
+def weights_identity(weights: str) -> str:
+    """What cached features depend on: a weights file's content (so a copy of it, or the same
+    file with a new timestamp, finds the cache), else the name of the weights ("none")."""
     path = Path(weights)
-    if path.is_file():
-        stat = path.stat()
-        return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
-    return weights
+    return file_sha256(path) if path.is_file() else weights
 
 
-def _source_identity(source: DataSource) -> str:
+def source_identity(source: DataSource) -> str:
     if source.kind == "tfrecord":
         shards = ",".join(file_sha256(path) for path in source.files)
         if source.only is None:
@@ -71,7 +70,7 @@ def cache_key(
     resize: str = "stretch",
     copy: AugmentedCopy | None = None,
 ) -> str:
-    parts = [_weights_identity(weights), image_size, source.split, _source_identity(source)]
+    parts = [weights_identity(weights), image_size, source.split, source_identity(source)]
     if resize != "stretch":
         parts.append(resize)
     if copy is not None:

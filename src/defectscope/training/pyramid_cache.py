@@ -24,7 +24,7 @@ from defectscope.data.detection import create_detection_dataset
 from defectscope.data.pipeline import DataSource
 from defectscope.models.detector import split_encoder
 from defectscope.training.config import TrainConfig
-from defectscope.training.features import _source_identity, _weights_identity
+from defectscope.training.features import source_identity, weights_identity
 from defectscope.training.run_folder import RunFolder
 
 COMPLETE = "complete"
@@ -56,9 +56,9 @@ def _cache_folder(
     source: DataSource, config: TrainConfig, run: RunFolder, flip: str, levels: list[str]
 ) -> Path:
     identity = [
-        _weights_identity(config.weights),
+        weights_identity(config.weights),
         config.image_size,
-        _source_identity(source),
+        source_identity(source),
         flip,
     ]
     if levels != ["P3", "P4", "P5"]:  # the frozen encoder's caches keep their old keys
