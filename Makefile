@@ -20,8 +20,8 @@ demo: install  ## the main job on an embedded synthetic dataset
 	$(BIN)/defectscope demo --out runs/demo
 
 lint: install  ## ruff, and the import-layer contracts of pyproject.toml (import-linter)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks notebooks
+	$(BIN)/ruff format --check src tests benchmarks notebooks
 	$(BIN)/lint-imports
 
 test: lint  ## lint, then every test (real-data tests skip when ../shared is absent)
