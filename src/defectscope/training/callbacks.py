@@ -215,6 +215,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     describes otherwise by overriding :meth:`score`, :meth:`save` and :meth:`describe`.
     """
 
+    saved = "checkpoint"  # what the log line calls the saved model
+
     def __init__(
         self,
         path: Path,
@@ -242,7 +244,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best, self.wait = score, 0
             if self.write:
                 self.save()
-                log.info("best checkpoint: %s -> %s", self.describe(score), self.path)
+                log.info("best %s: %s -> %s", self.saved, self.describe(score), self.path)
             return
         self.wait += 1
         if self.patience and self.wait >= self.patience:

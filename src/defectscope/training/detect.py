@@ -136,7 +136,6 @@ def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache,
     """The NMS IoU threshold with the best selection mAP for the saved best detector (set in
     it and saved again): ``(chosen, {threshold: selection mAP@0.5})``. Ties keep the one
     nearest 0.5; the raw outputs are computed once and decoded once per threshold."""
-
     register_detector_layers()
     best = keras.saving.load_model(run.best_model)
     raws = raw_outputs(head_trainer(best, config.detect.tune_from_block), selection)
@@ -192,6 +191,8 @@ class BestDetector(BestCheckpoint):
     """:class:`BestCheckpoint` on (selection mAP@0.5, mAP@0.5:0.95), saving the whole
     detector (encoder included) rather than the model being fitted on cached features."""
 
+    saved = "detector"
+
     def __init__(self, detector, path: Path, best: tuple, patience: int, wait: int) -> None:
         super().__init__(path, best, patience, wait=wait)
         self.detector = detector
@@ -208,7 +209,6 @@ class BestDetector(BestCheckpoint):
 
 
 def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
-
     phase = config.detect
     warmup = int(steps * phase.warmup_epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
