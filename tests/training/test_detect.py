@@ -9,7 +9,8 @@ import pytest
 
 from defectscope.core.errors import ConfigError
 from defectscope.training.checks import check_train_config
-from defectscope.training.detect import history_best, pick_nms_iou
+from defectscope.training.config import DetectPhaseConfig
+from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
 from defectscope.training.trainer import resume, train
 from tests.helpers import grey_png, results_rows, tiny_config, tiny_detector_config
 
@@ -65,6 +66,14 @@ def test_detection_needs_boxes_and_a_size_the_pyramid_divides(
     ):
         tiny_detector_config(synthetic_root, tmp_path / "d", detect={"aspect_ratios": [1.0, 0.0]})
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_cached_copies_follow_flips_and_transpose() -> None:
+    assert fit_copies(DetectPhaseConfig()) == ["none", "horizontal", "vertical"]
+    both = DetectPhaseConfig(transpose=True)
+    assert fit_copies(both) == ["none", "horizontal", "vertical", "transpose"]
+    assert fit_copies(DetectPhaseConfig(flips=False, transpose=True)) == ["none", "transpose"]
+    assert fit_copies(DetectPhaseConfig(flips=False)) == ["none"]
 
 
 def test_classification_config_is_untouched_by_the_detect_section(tmp_path: Path) -> None:

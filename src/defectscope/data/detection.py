@@ -3,8 +3,9 @@
 Elements are ``(image, boxes, labels, source_id)``: the float32 image at the detector's square
 input (the one decode path, stretched), the boxes as pixel ``xyxy`` corners of that input padded
 to :data:`MAX_BOXES` rows, the class of each (-1 for padding, and for a box whose class is not
-one of the dataset's classes). ``flip`` mirrors image and boxes together, for the cached
-augmented copies of the training set.
+one of the dataset's classes). ``flip`` mirrors image and boxes together, left-right, up-down or
+along the main diagonal ("transpose": a quarter turn and a mirror), for the cached augmented
+copies of the training set.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from defectscope.data.tfrecord_features import (
 )
 
 MAX_BOXES = 64  # boxes kept per image (NEU-DET has at most 9)
-FLIPS = ("none", "horizontal", "vertical")
+FLIPS = ("none", "horizontal", "vertical", "transpose")
 
 
 def records_for(data: str | Path, out: Path | None = None) -> Path:
@@ -58,6 +59,8 @@ def _boxes(parsed: dict, size: int, flip: str):
         xmin, xmax = 1.0 - xmax, 1.0 - xmin
     elif flip == "vertical":
         ymin, ymax = 1.0 - ymax, 1.0 - ymin
+    elif flip == "transpose":
+        xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
     boxes = tf.stack([xmin, ymin, xmax, ymax], axis=-1) * float(size)
     labels = tf.cast(parsed[OBJECT_CLASS_LABEL], tf.float32)
     count = tf.minimum(tf.shape(labels)[0], MAX_BOXES)
@@ -93,6 +96,8 @@ def create_detection_dataset(
             image = tf.image.flip_left_right(image)
         elif flip == "vertical":
             image = tf.image.flip_up_down(image)
+        elif flip == "transpose":
+            image = tf.image.transpose(image)
         boxes, labels = _boxes(parsed, image_size, flip)
         return image, {"boxes": boxes, "labels": labels}, parsed[IMAGE_SOURCE_ID]
 

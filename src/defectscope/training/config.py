@@ -70,6 +70,7 @@ class DetectPhaseConfig:
     aspect_ratios: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0, 2.0, 5.0])
     max_level: int = 7
     flips: bool = True  # also train on left-right and up-down mirrored copies
+    transpose: bool = False  # and on a copy mirrored along the diagonal (a quarter turn)
     patience: int = 8  # early stopping on selection mAP@0.5 (0: off)
     confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
     # boxes of a class overlapping a better one by more than this are dropped; None: 0.5

@@ -275,6 +275,13 @@ def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) ->
     return coverage
 
 
+def fit_copies(phase) -> list[str]:
+    """The augmented copies of the fit images whose features are cached (``FLIPS`` names):
+    each epoch sees every image once, in one of them."""
+    copies = ["none", "horizontal", "vertical"] if phase.flips else ["none"]
+    return [*copies, "transpose"] if phase.transpose else copies
+
+
 def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> dict:
     """Train (or resume) the detector's heads and save best/last.keras; returns the NMS
     settings: ``nms_iou`` (the configured one, else chosen on the selection set) and, when
@@ -284,9 +291,8 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     detector = create_detector(
         classes, config.image_size, config.weights, **detector_settings(phase)
     )
-    flips = ("none", "horizontal", "vertical") if phase.flips else ("none",)
     started = time.perf_counter()
-    fit = [cache_pyramids(detector, sources.fit, config, run, flip) for flip in flips]
+    fit = [cache_pyramids(detector, sources.fit, config, run, flip) for flip in fit_copies(phase)]
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)
