@@ -82,3 +82,25 @@ def test_the_cache_key_follows_the_weights_content_not_their_file(
     os.utime(weights, (1, 1))
     assert cache_key(source, str(weights), 96) != key
     assert cache_key(source, "none", 96) != key
+
+
+def test_an_unchanged_file_is_hashed_once_per_process(
+    synthetic_records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from defectscope.training import features
+
+    hashed = []
+    real = features.file_sha256
+    monkeypatch.setattr(features, "file_sha256", lambda path: hashed.append(path) or real(path))
+    source = open_source(synthetic_records, "train")
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"weights one")
+    first = cache_key(source, str(weights), 96)
+    assert cache_key(source, str(weights), 96) == first
+    assert hashed.count(str(weights.resolve())) == 1
+    weights.write_bytes(b"weights two")  # same size: the new timestamp tells
+    os.utime(weights, ns=(1, 1))
+    assert cache_key(source, str(weights), 96) != first
+    assert hashed.count(str(weights.resolve())) == 2
