@@ -99,7 +99,11 @@ def test_the_service_answers_boxes_counts_and_the_surest_label(onnx_export: Path
     assert none["boxes"] == [] and none["label"] == "" and none["defects"] == 0
     assert client.post("/predict?conf=1.5", content=_png()).status_code == 422
     assert client.post("/predict", content=b"junk").status_code == 415
-    assert client.get("/metadata").json()["task"] == "detect"
+    metadata = client.get("/metadata").json()
+    assert metadata["task"] == "detect"
+    assert metadata["box_confidence"] == load_detector(onnx_export).box_confidence
+    shown = client.post(f"/predict?conf={metadata['box_confidence']}", content=_png()).json()
+    assert client.post("/predict", content=_png()).json()["boxes"] == shown["boxes"]
 
 
 def test_serve_iou_replaces_the_saved_threshold(onnx_export: Path, tiny_run: Path, monkeypatch):

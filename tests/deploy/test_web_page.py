@@ -89,6 +89,8 @@ def test_a_detector_page_draws_the_boxes_and_lists_them(
         page = browser.new_page()
         page.goto(detector_url)
         playwright_api.expect(page.locator("#meta")).to_contain_text("defect detector: 6 classes")
+        chosen = httpx.get(detector_url + "metadata").json()["box_confidence"]
+        assert float(page.input_value("#conf")) == chosen  # the detector's own, until changed
         page.fill("#conf", "0")
         page.set_input_files("#file", str(image))
         boxes = page.locator("#boxlist li")

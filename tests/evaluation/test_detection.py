@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defectscope.evaluation.detection import ImageBoxes, coco_metrics, confusion
+from defectscope.evaluation.detection import (
+    BOX_CONFIDENCE_CANDIDATES,
+    ImageBoxes,
+    box_f1,
+    choose_box_confidence,
+    coco_metrics,
+    confusion,
+)
 
 CLASSES = ["dent", "rust"]
 
@@ -37,3 +44,37 @@ def test_a_wrong_class_and_a_miss_lower_the_ap() -> None:
     matrix = confusion(truth(), found, 2)
     # rows predicted, columns true; index 2 is background
     assert matrix.tolist() == [[0, 0, 0], [1, 1, 0], [0, 1, 0]]
+
+
+def _with_false_alarms() -> list[ImageBoxes]:
+    """Every true box found at 0.8; a false alarm per image at 0.6 and one more at 0.3."""
+    found = []
+    for t in truth():
+        alarms = np.array([[0, 0, 5, 5], [92, 0, 99, 5]], float)
+        boxes = np.concatenate([t.boxes, alarms])
+        labels = np.concatenate([t.labels, [0, 1]])
+        found.append(
+            ImageBoxes(boxes, labels, np.concatenate([np.full(len(t.labels), 0.8), [0.6, 0.3]]))
+        )
+    return found
+
+
+def test_box_f1_counts_right_boxes_false_alarms_and_misses() -> None:
+    found = _with_false_alarms()
+    low = box_f1(truth(), found, 2, 0.25)  # 3 right, 4 false alarms
+    assert low["precision"] == pytest.approx(3 / 7) and low["recall"] == 1.0
+    mid = box_f1(truth(), found, 2, 0.5)  # 3 right, 2 false alarms
+    assert mid["precision"] == pytest.approx(3 / 5)
+    high = box_f1(truth(), found, 2, 0.7)
+    assert high == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    none = box_f1(truth(), found, 2, 0.9)  # nothing shown: every box missed
+    assert none == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_the_box_confidence_is_the_best_f1_and_a_tie_keeps_the_nearest_to_a_quarter() -> None:
+    chosen, f1 = choose_box_confidence(truth(), _with_false_alarms(), 2)
+    assert list(f1) == [f"{c:.2f}" for c in BOX_CONFIDENCE_CANDIDATES]
+    assert f1[f"{chosen:.2f}"] == max(f1.values()) == 1.0
+    assert chosen == 0.65  # F1 1.0 from 0.65 to 0.8: the nearest to 0.25 of those
+    nothing = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in truth()]
+    assert choose_box_confidence(truth(), nothing, 2)[0] == 0.25  # every F1 0: the default

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from defectscope.cli.main import app
 from defectscope.core.errors import ConfigError
 from defectscope.inference.batch import predict_files
-from defectscope.inference.detector import load_detector
-from defectscope.inference.model_files import ModelLoadError
+from defectscope.inference.detector import Detector, load_detector
+from defectscope.inference.model_files import ModelLoadError, locate_model
 from defectscope.inference.writers import BOX_COLUMNS
 
 runner = CliRunner()
@@ -155,3 +155,31 @@ def test_an_option_for_the_other_kind_of_model_is_refused(tiny_run, tiny_detecto
         predict_files(tiny_run, [image], nms_iou=0.4)
     drawn = predict_files(tiny_detector_run, [image], draw_dir=tmp_path / "drawn", confidence=0)
     assert drawn.drawings == 1
+
+
+def test_boxes_are_shown_from_the_confidence_chosen_in_training(tiny_detector_run, tmp_path):
+    """Without a confidence, the API, ``predict`` and the service keep the boxes at least as
+    confident as the one chosen on the selection set (saved in the metadata); a detector saved
+    without one uses 0.25."""
+    metadata = json.loads((tiny_detector_run / "weights" / "metadata.json").read_text())
+    assert load_detector(tiny_detector_run).box_confidence == metadata["box_confidence"]
+    location = locate_model(tiny_detector_run)
+    older = {k: v for k, v in metadata.items() if k != "box_confidence"}
+    assert Detector(location, older).box_confidence == 0.25
+    image = _wide_image(tmp_path)
+    every = next(load_detector(tiny_detector_run).detect([image], confidence=0.0)).boxes
+    scores = sorted(box.confidence for box in every)
+    middle = scores[len(scores) // 2]
+    assert scores[0] < middle, "the tiny detector's boxes differ in confidence"
+    detector = Detector(location, {**metadata, "box_confidence": middle})
+    shown = next(detector.detect([image])).boxes
+    assert len(shown) == sum(score >= middle for score in scores) < len(scores)
+    assert len(next(detector.detect([image], confidence=0.0)).boxes) == len(scores)
+    out = tmp_path / "default.csv"
+    result = runner.invoke(
+        app, ["predict", str(image), "--model", str(tiny_detector_run), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    kept = sum(score >= metadata["box_confidence"] for score in scores)
+    assert len(rows) == max(kept, 1) and sum(bool(r["label"]) for r in rows) == kept

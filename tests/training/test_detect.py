@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from defectscope.core.errors import ConfigError
+from defectscope.evaluation.detection import BOX_CONFIDENCE_CANDIDATES
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import DetectPhaseConfig
 from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
@@ -27,6 +28,8 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     assert list(tried) == ["0.30", "0.40", "0.50", "0.60"]
     chosen = metadata["detector"]["nms_iou"]
     assert tried[f"{chosen:.2f}"] == max(tried.values())
+    shown, f1 = metadata["box_confidence"], metadata["box_confidence_selection_f1"]
+    assert f1[f"{shown:.2f}"] == max(f1.values()) and len(f1) == len(BOX_CONFIDENCE_CANDIDATES)
     for saved in ("best", "last"):
         assert _saved_detector(run, saved).prediction_decoder.iou_threshold == chosen, saved
     rows = results_rows(run, "detect")
@@ -37,6 +40,11 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     assert 0.0 <= metrics["map50_95"] <= metrics["map50"] <= 1.0
     assert metrics["num_images"] == 12 and metrics["measured_on"].startswith("validation")
     assert metrics["nms_iou"] == chosen and metrics["nms_iou_selection_map50"] == tried
+    assert metrics["box_confidence"] == shown and 0.0 <= metrics["f1"] <= 1.0
+    assert (
+        f"boxes shown from confidence {shown:.2f} (chosen on selection F1)"
+        in (run / "evaluation" / "report.md").read_text()
+    )
     for picture in ("pr_curves.png", "confusion_matrix.png", "predictions.png", "report.md"):
         assert (run / "evaluation" / picture).is_file(), picture
     assert json.loads((run / "state.json").read_text())["stage"] == "done"

@@ -41,9 +41,14 @@ def predict(
         Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
     ] = None,
     conf: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Detector: keep boxes at least this confident."),
-    ] = 0.25,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Detector: keep boxes at least this confident (default: the confidence chosen "
+            "when the detector was trained, else 0.25).",
+        ),
+    ] = None,
     draw: Annotated[
         Path | None, typer.Option(help="Detector: write each image with its boxes here (PNG).")
     ] = None,

@@ -118,7 +118,7 @@ class Predictor:
         finally:
             trim()  # a large image's buffers go back to the system, not to the heap
 
-    async def detect(self, data: bytes, name: str, confidence: float) -> dict:
+    async def detect(self, data: bytes, name: str, confidence: float | None) -> dict:
         """A detector's answer: its boxes (pixels of the upload), counts per class."""
         started = time.perf_counter()
         await self._slot(self.decode_slots)
@@ -175,6 +175,8 @@ def public_metadata(classifier: Classifier) -> dict:
         if isinstance(value, str) and os.path.isabs(value):
             value = os.path.relpath(value, folder)
         public[key] = value
+    if isinstance(classifier, Detector):  # what the page asks for unless the user changes it
+        public["box_confidence"] = classifier.box_confidence
     return {**public, "backend": classifier.backend_name, "model": model_summary(classifier)}
 
 
@@ -286,10 +288,11 @@ def create_app(classifier: Classifier | Detector, config: ServiceConfig | None =
         },
     )
     async def predict(
-        request: Request, explain: bool = False, conf: float = Query(0.25, ge=0.0, le=1.0)
+        request: Request, explain: bool = False, conf: float | None = Query(None, ge=0.0, le=1.0)
     ) -> Response:
-        """Classify one image (a detector: find its defect boxes above ``conf``); multipart
-        field ``file`` or the raw bytes as the body."""
+        """Classify one image (a detector: find its defect boxes at least ``conf`` confident,
+        by default the confidence chosen when it was trained); multipart field ``file`` or the
+        raw bytes as the body."""
         try:
             data, name = await _upload(request, config.max_upload_bytes)
             if isinstance(classifier, Detector):

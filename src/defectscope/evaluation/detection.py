@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from defectscope.models.detector import DEFAULT_BOX_CONFIDENCE
+
 
 @dataclass
 class ImageBoxes:
@@ -107,7 +109,7 @@ def confusion(
     found: list[ImageBoxes],
     num_classes: int,
     iou: float = 0.5,
-    confidence: float = 0.25,
+    confidence: float = DEFAULT_BOX_CONFIDENCE,
 ) -> np.ndarray:
     """``(C+1, C+1)`` counts, rows = predicted, columns = true, last = background: a detection
     matched (IoU >= ``iou``, best first) to a true box counts at (its class, the box's class),
@@ -130,3 +132,36 @@ def confusion(
         for label in truth.labels[unmatched]:
             matrix[num_classes, int(label)] += 1
     return matrix
+
+
+# the least confidence of a box drawn, listed and served unless the user asks for another is
+# chosen after training among these (best F1 on the selection set)
+BOX_CONFIDENCE_CANDIDATES = tuple(round(0.05 * step, 2) for step in range(1, 19))  # 0.05-0.9
+
+
+def box_f1(
+    truths: list[ImageBoxes], found: list[ImageBoxes], num_classes: int, confidence: float
+) -> dict:
+    """Precision, recall and F1 of the boxes at least ``confidence`` confident: a box is right
+    when it overlaps a true box of its class at IoU >= 0.5 (matched as :func:`confusion` does)."""
+    matrix = confusion(truths, found, num_classes, confidence=confidence)
+    right = float(np.trace(matrix[:num_classes, :num_classes]))
+    predicted, true = matrix[:num_classes].sum(), matrix[:, :num_classes].sum()
+    precision = right / predicted if predicted else 0.0
+    recall = right / true if true else 0.0
+    total = precision + recall
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / total if total else 0.0,
+    }
+
+
+def choose_box_confidence(
+    truths: list[ImageBoxes], found: list[ImageBoxes], num_classes: int
+) -> tuple[float, dict[str, float]]:
+    """The candidate confidence with the best F1, and each candidate's F1; a tie (or no true
+    box at all) keeps the one nearest :data:`DEFAULT_BOX_CONFIDENCE`."""
+    scores = {c: box_f1(truths, found, num_classes, c)["f1"] for c in BOX_CONFIDENCE_CANDIDATES}
+    chosen = max(scores, key=lambda c: (scores[c], -abs(c - DEFAULT_BOX_CONFIDENCE)))
+    return chosen, {f"{c:.2f}": f1 for c, f1 in scores.items()}

@@ -14,7 +14,7 @@ from defectscope.core.text import plural
 from defectscope.data.detection import create_detection_dataset, records_for
 from defectscope.data.discovery import BACKGROUND
 from defectscope.data.pipeline import DataSource, open_source
-from defectscope.evaluation.detection import ImageBoxes, coco_metrics, confusion
+from defectscope.evaluation.detection import ImageBoxes, box_f1, coco_metrics, confusion
 from defectscope.evaluation.evaluate import check_data_classes
 from defectscope.evaluation.report import _pyplot, _save, is_evaluation_file
 from defectscope.inference.detector import (
@@ -24,6 +24,7 @@ from defectscope.inference.detector import (
     draw_labelled_boxes,
     load_detector,
 )
+from defectscope.models.detector import DEFAULT_BOX_CONFIDENCE
 
 GRID_IMAGES = 12
 DETECTION_FILES = frozenset({"pr_curves.png", "predictions.png"})
@@ -65,7 +66,9 @@ def plot_pr_curves(metrics: dict, path: Path) -> None:
     _save(figure, path)
 
 
-def plot_detection_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+def plot_detection_confusion(
+    matrix: np.ndarray, classes: list[str], path: Path, confidence: float
+) -> None:
     plt = _pyplot()
     names = [*classes, "background"]
     size = 2.5 + 0.75 * len(names)
@@ -86,7 +89,7 @@ def plot_detection_confusion(matrix: np.ndarray, classes: list[str], path: Path)
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
-    ax.set_title("detections (IoU >= 0.5, confidence >= 0.25)")
+    ax.set_title(f"detections (IoU >= 0.5, confidence >= {confidence:.2f})")
     _save(figure, path)
 
 
@@ -95,7 +98,7 @@ def draw_boxes(
     truth: ImageBoxes | None,
     found: ImageBoxes,
     classes: list[str],
-    confidence: float = 0.25,
+    confidence: float = DEFAULT_BOX_CONFIDENCE,
 ):
     """A Pillow image with true boxes in green and detections in red, labelled."""
     from PIL import Image
@@ -110,10 +113,13 @@ def draw_boxes(
     return picture
 
 
-def plot_grid(pictures, truths, found, classes, path: Path) -> None:
+def plot_grid(pictures, truths, found, classes, path: Path, confidence: float) -> None:
     from PIL import Image
 
-    tiles = [draw_boxes(p, t, f, classes) for p, t, f in zip(pictures, truths, found, strict=False)]
+    tiles = [
+        draw_boxes(p, t, f, classes, confidence)
+        for p, t, f in zip(pictures, truths, found, strict=False)
+    ]
     if not tiles:
         return
     size, columns = tiles[0].size[0], 4
@@ -140,6 +146,12 @@ def _report(metrics: dict, title: str) -> str:
     if "nms_iou_selection_map50" in metrics:
         tried = ", ".join(f"{k}: {v:.4f}" for k, v in metrics["nms_iou_selection_map50"].items())
         lines.append(f"- NMS IoU {metrics['nms_iou']:.2f}, chosen on selection mAP@0.5 ({tried})")
+    how = "chosen on selection F1" if "box_confidence_selection_f1" in metrics else "default"
+    lines.append(
+        f"- boxes shown from confidence {metrics['box_confidence']:.2f} ({how}): precision "
+        f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f} "
+        "(IoU >= 0.5; the confusion matrix and the pictures use the same boxes)"
+    )
     lines += ["", "| class | AP@0.5 |", "| --- | ---: |"]
     lines += [f"| {name} | {ap:.4f} |" for name, ap in metrics["per_class_ap50"].items()]
     lines += [
@@ -180,7 +192,9 @@ def evaluate_detector(
             source = open_source(records_for(data, Path(scratch) / "records"), split)
         truths, found, pictures = detect_source(detector, source)
     metrics = coco_metrics(truths, found, detector.classes, detector.image_size)
-    matrix = confusion(truths, found, len(detector.classes))
+    shown = detector.box_confidence  # the boxes predict and serve show by default
+    matrix = confusion(truths, found, len(detector.classes), confidence=shown)
+    at_shown = box_f1(truths, found, len(detector.classes), shown)
     curves = metrics.pop("pr_curves")
     metrics = {
         "task": "detect",
@@ -188,13 +202,17 @@ def evaluate_detector(
         "num_images": len(truths),
         "num_boxes": int(sum(len(t.labels) for t in truths)),
         "classes": list(detector.classes),
+        "box_confidence": shown,
+        "precision": at_shown["precision"],
+        "recall": at_shown["recall"],
+        "f1": at_shown["f1"],
         "confusion_matrix": matrix.tolist(),
         **(context or {}),
     }
     atomic_write_json(out / "metrics.json", metrics)
     plot_pr_curves({**metrics, "pr_curves": curves}, out / "pr_curves.png")
-    plot_detection_confusion(matrix, detector.classes, out / "confusion_matrix.png")
-    plot_grid(pictures, truths, found, detector.classes, out / "predictions.png")
+    plot_detection_confusion(matrix, detector.classes, out / "confusion_matrix.png", shown)
+    plot_grid(pictures, truths, found, detector.classes, out / "predictions.png", shown)
     title = title or f"{detector.path} on {source.path} ({source.split})"
     atomic_write_text(out / "report.md", _report(metrics, title))
     return metrics

@@ -151,7 +151,7 @@ def _batches(
     items: Iterator[SourceItem],
     batch_size: int,
     top_k: int,
-    confidence: float,
+    confidence: float | None,
     nms_iou: float | None,
 ) -> Iterator[tuple[Classifier | Detector | None, list, PredictionBatch | None]]:
     """``(model, results, batch)`` per batch of inputs: predictions with their batch (for
@@ -235,14 +235,15 @@ def predict_files(
     explain_dir: str | Path | None = None,
     on_prediction: Callable[[Prediction | Detection], None] | None = None,
     overwrite: bool = False,
-    confidence: float = 0.25,
+    confidence: float | None = None,
     draw_dir: str | Path | None = None,
     nms_iou: float | None = None,
 ) -> JobSummary:
     """Predict files, folders (recursive), globs and listed paths, in input order, with a
     loaded :class:`Classifier` or :class:`Detector`, or a model path (loaded once an image
-    turns up). A detector's rows are :class:`Detection` objects (boxes above ``confidence``;
-    ``nms_iou`` replaces a detector path's saved NMS IoU threshold);
+    turns up). A detector's rows are :class:`Detection` objects (boxes at least ``confidence``
+    confident, by default the one chosen when it was trained; ``nms_iou`` replaces a detector
+    path's saved NMS IoU threshold);
     ``draw_dir`` gets a picture of each image with its boxes, ``explain_dir`` (a classifier) a
     Grad-CAM overlay.
 

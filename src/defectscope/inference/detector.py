@@ -33,6 +33,7 @@ from defectscope.inference.model_files import (
 )
 from defectscope.inference.sources import SourceItem
 from defectscope.models.detector import (
+    DEFAULT_BOX_CONFIDENCE,
     compiled_decoder,
     create_detector,
     per_image,
@@ -152,6 +153,8 @@ class Detector:
         else:  # an export gives raw outputs; an unweighted twin decodes them the same way
             self.model = create_detector(self.classes, self.image_size, None, **settings)
         self.confidence = float(settings.get("confidence", 0.05))
+        # boxes shown unless a caller asks for another confidence: chosen on the selection set
+        self.box_confidence = float(metadata.get("box_confidence", DEFAULT_BOX_CONFIDENCE))
         if nms_iou is not None:
             set_nms_iou(self.model, nms_iou)
             self.metadata = {**metadata, "detector": {**settings, "nms_iou": self.nms_iou}}
@@ -175,9 +178,14 @@ class Detector:
         return [RawBoxes(*found) for found in per_image(decoded)]
 
     def detect(
-        self, paths: Iterable[SourceItem | str], batch_size: int = 8, confidence: float = 0.25
+        self,
+        paths: Iterable[SourceItem | str],
+        batch_size: int = 8,
+        confidence: float | None = None,
     ) -> Iterator[Detection]:
-        """Detections of files, in input order; an unreadable file gives an ``error``."""
+        """Detections of files, in input order; an unreadable file gives an ``error``. Boxes
+        at least ``confidence`` confident (default: :attr:`box_confidence`)."""
+        confidence = self.box_confidence if confidence is None else confidence
         batch: list[tuple[str, np.ndarray | None, str]] = []
         for item in paths:
             batch.append(self._read(item))
@@ -215,9 +223,14 @@ class Detector:
         return resize_for_model(pixels, self.image_size).numpy(), original
 
     def detect_image(
-        self, name: str, image: np.ndarray, original: tuple[int, int], confidence: float = 0.25
+        self,
+        name: str,
+        image: np.ndarray,
+        original: tuple[int, int],
+        confidence: float | None = None,
     ) -> Detection:
         """One prepared image's detection, in pixels of the original image."""
+        confidence = self.box_confidence if confidence is None else confidence
         return self.to_original(name, self.detect_arrays(image[None])[0], original, confidence)
 
     def to_original(

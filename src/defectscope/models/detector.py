@@ -55,6 +55,8 @@ def _pyramid_class():
 
 
 DEFAULT_NMS_IOU = 0.5
+# the least confidence of a box shown to users when training chose none (Ultralytics' default)
+DEFAULT_BOX_CONFIDENCE = 0.25
 
 
 @functools.cache

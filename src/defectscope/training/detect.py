@@ -23,7 +23,7 @@ import numpy as np
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
 from defectscope.data.discovery import BACKGROUND
-from defectscope.evaluation.detection import ImageBoxes, coco_metrics
+from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
     anchor_coverage,
@@ -132,34 +132,45 @@ def selection_map(trainer, decoder, cache: PyramidCache, classes: list[str], siz
 NMS_IOU_CANDIDATES = (0.3, 0.4, 0.5, 0.6)
 
 
-def choose_nms_iou(run: RunFolder, config: TrainConfig, selection: PyramidCache, classes):
-    """The NMS IoU threshold with the best selection mAP for the saved best detector (set in
-    it and saved again): ``(chosen, {threshold: selection mAP@0.5})``. Ties keep the one
-    nearest 0.5; the raw outputs are computed once and decoded once per threshold."""
+def choose_decoding(run: RunFolder, config: TrainConfig, selection: PyramidCache, classes) -> dict:
+    """How the saved best detector decodes, chosen on the selection set and saved in it:
+    ``nms_iou`` (``detect.nms_iou``, else the best of :data:`NMS_IOU_CANDIDATES` by selection
+    mAP, with ``nms_iou_selection_map50`` per threshold) and ``box_confidence``, the least
+    confidence of a box shown to users (best F1 at that threshold; ``box_confidence_selection_f1``).
+    The raw outputs are computed once and decoded once per threshold."""
     register_detector_layers()
     best = keras.saving.load_model(run.best_model)
     raws = raw_outputs(head_trainer(best, config.detect.tune_from_block), selection)
-    scores = {}
+    fixed = config.detect.nms_iou
+    scores, found = {}, {}
     tf_log = logging.getLogger("tensorflow")
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)  # a graph per threshold: TensorFlow warns of "retracing"
     try:
-        for iou in NMS_IOU_CANDIDATES:
+        for iou in NMS_IOU_CANDIDATES if fixed is None else (fixed,):
             set_nms_iou(best, iou)
             decoder = compiled_decoder(best)
-            found = decoded_map(decoder, raws, selection, classes, config.image_size)
-            scores[iou] = (found["map50"], found["map50_95"])
+            found[iou] = [b for raw in raws for b in decode(decoder, raw, config.image_size)]
+            metrics = coco_metrics(truths(selection), found[iou], classes, config.image_size)
+            scores[iou] = (metrics["map50"], metrics["map50_95"])
     finally:
         tf_log.setLevel(level)
     chosen = pick_nms_iou(scores)
+    confidence, f1 = choose_box_confidence(truths(selection), found[chosen], len(classes))
     log.info(
-        "NMS IoU %.2f chosen on the selection set (mAP@0.5 %s)",
+        "NMS IoU %.2f %s (mAP@0.5 %s); boxes shown from confidence %.2f (selection F1 %.4f)",
         chosen,
+        "set by detect.nms_iou" if fixed is not None else "chosen on the selection set",
         ", ".join(f"{iou:.2f}: {score[0]:.4f}" for iou, score in scores.items()),
+        confidence,
+        f1[f"{confidence:.2f}"],
     )
     set_nms_iou(best, chosen)
     _save_detector(best, run.best_model)
-    return chosen, {f"{iou:.2f}": score[0] for iou, score in scores.items()}
+    decoding = {"nms_iou": chosen, "box_confidence": confidence, "box_confidence_selection_f1": f1}
+    if fixed is None:
+        decoding["nms_iou_selection_map50"] = {f"{i:.2f}": v[0] for i, v in scores.items()}
+    return decoding
 
 
 def pick_nms_iou(scores: dict[float, tuple[float, float]]) -> float:
@@ -283,9 +294,8 @@ def fit_copies(phase) -> list[str]:
 
 
 def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> dict:
-    """Train (or resume) the detector's heads and save best/last.keras; returns the NMS
-    settings: ``nms_iou`` (the configured one, else chosen on the selection set) and, when
-    chosen, ``nms_iou_selection_map50`` per threshold tried."""
+    """Train (or resume) the detector's heads and save best/last.keras; returns how it decodes
+    (:func:`choose_decoding`)."""
     classes = detector_classes(sources.classes)
     phase = config.detect
     detector = create_detector(
@@ -328,11 +338,7 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     )
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
         _save_detector(detector, run.best_model)
-    if phase.nms_iou is None:
-        chosen, tried = choose_nms_iou(run, config, selection, classes)
-        nms = {"nms_iou": chosen, "nms_iou_selection_map50": tried}
-    else:
-        nms = {"nms_iou": phase.nms_iou}
-    set_nms_iou(detector, nms["nms_iou"])
+    decoding = choose_decoding(run, config, selection, classes)
+    set_nms_iou(detector, decoding["nms_iou"])
     _save_detector(detector, run.last_model)
-    return nms
+    return decoding
