@@ -114,6 +114,9 @@ def test_evaluate_on_a_detector_writes_coco_metrics(tiny_detector_run, synthetic
     assert metrics["task"] == "detect" and metrics["num_images"] == 12
     assert {"map50", "map50_95", "per_class_ap50", "classes"} <= set(metrics)
     assert (out / "pr_curves.png").is_file() and (out / "predictions.png").is_file()
+    shown = json.loads((tiny_detector_run / "weights" / "metadata.json").read_text())
+    assert metrics["box_confidence"] == shown["box_confidence"]
+    assert "(chosen on selection F1)" in (out / "report.md").read_text()
 
 
 def test_the_nms_threshold_chosen_in_training_can_be_replaced(tiny_detector_run, tmp_path):

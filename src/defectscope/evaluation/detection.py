@@ -146,7 +146,7 @@ def box_f1(
     when it overlaps a true box of its class at IoU >= 0.5 (matched as :func:`confusion` does)."""
     matrix = confusion(truths, found, num_classes, confidence=confidence)
     right = float(np.trace(matrix[:num_classes, :num_classes]))
-    predicted, true = matrix[:num_classes].sum(), matrix[:, :num_classes].sum()
+    predicted, true = int(matrix[:num_classes].sum()), int(matrix[:, :num_classes].sum())
     precision = right / predicted if predicted else 0.0
     recall = right / true if true else 0.0
     total = precision + recall

@@ -203,6 +203,7 @@ def evaluate_detector(
         "num_boxes": int(sum(len(t.labels) for t in truths)),
         "classes": list(detector.classes),
         "box_confidence": shown,
+        **{k: v for k, v in detector.metadata.items() if k == "box_confidence_selection_f1"},
         "precision": at_shown["precision"],
         "recall": at_shown["recall"],
         "f1": at_shown["f1"],
