@@ -169,6 +169,9 @@ def test_boxes_are_shown_from_the_confidence_chosen_in_training(tiny_detector_ru
     location = locate_model(tiny_detector_run)
     older = {k: v for k, v in metadata.items() if k != "box_confidence"}
     assert Detector(location, older).box_confidence == 0.25
+    for bad in ("high", 1.5, float("nan"), True, None):  # a hand-edited metadata.json
+        with pytest.raises(ModelLoadError, match=f"box_confidence .* got {bad!r}"):
+            Detector(location, {**metadata, "box_confidence": bad})
     image = _wide_image(tmp_path)
     every = next(load_detector(tiny_detector_run).detect([image], confidence=0.0)).boxes
     scores = sorted(box.confidence for box in every)

@@ -154,7 +154,7 @@ class Detector:
             self.model = create_detector(self.classes, self.image_size, None, **settings)
         self.confidence = float(settings.get("confidence", 0.05))
         # boxes shown unless a caller asks for another confidence: chosen on the selection set
-        self.box_confidence = float(metadata.get("box_confidence", DEFAULT_BOX_CONFIDENCE))
+        self.box_confidence = _box_confidence(location, metadata)
         if nms_iou is not None:
             set_nms_iou(self.model, nms_iou)
             self.metadata = {**metadata, "detector": {**settings, "nms_iou": self.nms_iou}}
@@ -249,6 +249,15 @@ class Detector:
             if corners[2] > corners[0] and corners[3] > corners[1]:
                 boxes.append(Box(self.classes[int(label)], float(score), *map(float, corners)))
         return Detection(name, boxes, original[0], original[1])
+
+
+def _box_confidence(location: ModelLocation, metadata: dict) -> float:
+    value = metadata.get("box_confidence", DEFAULT_BOX_CONFIDENCE)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ModelLoadError(
+            location.metadata_path, f"box_confidence must be a number in [0, 1], got {value!r}"
+        )
+    return float(value)
 
 
 def load_detector(path: str | Path, nms_iou: float | None = None) -> Detector:
