@@ -81,6 +81,7 @@ def test_predict_writes_one_row_per_box(tiny_detector_run, tmp_path) -> None:
     picture = Image.open(drawn / "wide_boxes.png")
     assert picture.size == (150, 100)
     assert "1 picture with boxes" in result.output
+    assert "boxes at least 0.00 confident" in result.output  # --conf 0
 
 
 def test_an_image_without_a_box_above_conf_gets_one_empty_row(tiny_detector_run, tmp_path):
@@ -188,4 +189,5 @@ def test_boxes_are_shown_from_the_confidence_chosen_in_training(tiny_detector_ru
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     kept = sum(score >= metadata["box_confidence"] for score in scores)
+    assert f"boxes at least {metadata['box_confidence']:.2f} confident" in result.output
     assert len(rows) == max(kept, 1) and sum(bool(r["label"]) for r in rows) == kept

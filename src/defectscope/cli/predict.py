@@ -129,5 +129,7 @@ def _report(summary, out: Path | None, explain: Path | None, draw: Path | None) 
         raise NothingDoneError("no image found in the given sources")
     where = f" -> {out}" if out else ""
     typer.echo(f"{summary.predicted} of {plural(summary.images, 'image')} predicted{where}")
+    if summary.box_confidence is not None:
+        typer.echo(f"boxes at least {summary.box_confidence:.2f} confident (--conf changes it)")
     if not summary.predicted:
         raise NothingDoneError("no image could be predicted")

@@ -35,6 +35,7 @@ class JobSummary:
     missing_sources: int = 0
     heatmaps: int = 0
     drawings: int = 0  # pictures of images with their boxes (a detector's draw_dir)
+    box_confidence: float | None = None  # a detector's: the least confidence of a box kept
     out: Path | None = None
     already_complete: bool = False
 
@@ -55,6 +56,7 @@ class JobSummary:
             "missing_sources": self.missing_sources,
             "heatmaps": self.heatmaps,
             "drawings": self.drawings,
+            "box_confidence": self.box_confidence,
             "out": str(self.out) if self.out else None,
             "already_complete": self.already_complete,
         }
@@ -267,6 +269,8 @@ def predict_files(
     try:
         batches = _batches(model, iter(items), batch_size, top_k, confidence, nms_iou)
         for loaded, results, batch in batches:
+            if isinstance(loaded, Detector):
+                summary.box_confidence = loaded.box_confidence if confidence is None else confidence
             for result in results:
                 _record(result, writer, summary, on_prediction)
             if explain_dir and isinstance(loaded, Classifier):
