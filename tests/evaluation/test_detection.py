@@ -12,6 +12,7 @@ from defectscope.evaluation.detection import (
     choose_box_confidence,
     coco_metrics,
     confusion,
+    where_ap_goes,
 )
 
 CLASSES = ["dent", "rust"]
@@ -78,3 +79,29 @@ def test_the_box_confidence_is_the_best_f1_and_a_tie_keeps_the_nearest_to_a_quar
     assert chosen == 0.65  # F1 1.0 from 0.65 to 0.8: the nearest to 0.25 of those
     nothing = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in truth()]
     assert choose_box_confidence(truth(), nothing, 2)[0] == 0.25  # every F1 0: the default
+
+
+def test_where_ap_goes_separates_the_boxes_extent_from_the_class() -> None:
+    perfect = [ImageBoxes(t.boxes, t.labels, np.full(len(t.labels), 0.9)) for t in truth()]
+    assert where_ap_goes(truth(), perfect, CLASSES, 100) == {
+        "map_at_iou": {"0.10": pytest.approx(1.0), "0.30": pytest.approx(1.0), "0.50": 1.0},
+        "map50_one_class": pytest.approx(1.0),
+    }
+    # every box found with its class, a third as wide (IoU 1/3): only IoU 0.1 and 0.3 match
+    thin = []
+    for t in truth():
+        boxes = t.boxes.copy()
+        boxes[:, 2] = boxes[:, 0] + (boxes[:, 2] - boxes[:, 0]) / 3
+        thin.append(ImageBoxes(boxes, t.labels, np.full(len(t.labels), 0.9)))
+    found = where_ap_goes(truth(), thin, CLASSES, 100)
+    assert found["map_at_iou"]["0.10"] == pytest.approx(1.0)
+    assert found["map_at_iou"]["0.30"] == pytest.approx(1.0)
+    assert found["map_at_iou"]["0.50"] == pytest.approx(0.0)
+    assert found["map50_one_class"] == pytest.approx(0.0)
+    # every box in the right place with the wrong class: only one class for all recovers it
+    swapped = [ImageBoxes(t.boxes, 1 - t.labels, np.full(len(t.labels), 0.9)) for t in truth()]
+    found = where_ap_goes(truth(), swapped, CLASSES, 100)
+    assert found["map_at_iou"] == {"0.10": 0.0, "0.30": 0.0, "0.50": 0.0}
+    assert found["map50_one_class"] == pytest.approx(1.0)
+    nothing = [ImageBoxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)) for _ in truth()]
+    assert where_ap_goes(truth(), nothing, CLASSES, 100)["map50_one_class"] == 0.0

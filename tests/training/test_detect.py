@@ -41,6 +41,12 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     assert metrics["num_images"] == 12 and metrics["measured_on"].startswith("validation")
     assert metrics["nms_iou"] == chosen and metrics["nms_iou_selection_map50"] == tried
     assert metrics["box_confidence"] == shown and 0.0 <= metrics["f1"] <= 1.0
+    loose = metrics["map_at_iou"]  # where mAP@0.5 is lost: extent (looser IoU) or class
+    assert list(loose) == ["0.10", "0.30", "0.50"] and loose["0.50"] == pytest.approx(
+        metrics["map50"], abs=1e-6
+    )
+    assert 0.0 <= metrics["map50_one_class"] <= 1.0
+    assert "every box in one class" in (run / "evaluation" / "report.md").read_text()
     assert (
         f"boxes shown from confidence {shown:.2f} (chosen on selection F1)"
         in (run / "evaluation" / "report.md").read_text()

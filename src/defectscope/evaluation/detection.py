@@ -62,20 +62,29 @@ def _coco(truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str],
     return truth_set, found_set
 
 
+def _evaluate(truth_set, found_set, iou_thresholds=None):
+    """A run pycocotools ``COCOeval`` (bbox), at its IoU thresholds unless others are given."""
+    from pycocotools.cocoeval import COCOeval
+
+    evaluation = COCOeval(truth_set, found_set, iouType="bbox")
+    if iou_thresholds is not None:
+        evaluation.params.iouThrs = np.asarray(iou_thresholds, float)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation.evaluate()
+        evaluation.accumulate()
+    return evaluation
+
+
 def coco_metrics(
     truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str], size: int
 ) -> dict:
     """``map50``, ``map50_95``, ``per_class_ap50`` and the PR curve at IoU 0.5 per class."""
-    from pycocotools.cocoeval import COCOeval
-
     truth_set, found_set = _coco(truths, found, classes, size)
     empty = {"map50": 0.0, "map50_95": 0.0, "per_class_ap50": dict.fromkeys(classes, 0.0)}
     if found_set is None:
         return {**empty, "pr_curves": {}}
-    evaluation = COCOeval(truth_set, found_set, iouType="bbox")
+    evaluation = _evaluate(truth_set, found_set)
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluation.evaluate()
-        evaluation.accumulate()
         evaluation.summarize()
     precision = evaluation.eval["precision"]  # (iou, recall, class, area, max dets)
     at50 = precision[0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections
@@ -90,6 +99,40 @@ def coco_metrics(
         "map50_95": float(evaluation.stats[0]),
         "per_class_ap50": per_class,
         "pr_curves": {"recall": evaluation.params.recThrs.tolist(), "precision": curves},
+    }
+
+
+LOOSE_IOUS = (0.1, 0.3, 0.5)
+
+
+def where_ap_goes(
+    truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str], size: int
+) -> dict:
+    """Where mAP@0.5 is lost: ``map_at_iou`` (mAP at IoU 0.1, 0.3, 0.5: what a looser overlap
+    gains is the boxes' extent) and ``map50_one_class`` (every box in one class: what that
+    gains is the class)."""
+
+    def mean_ap(truth_set, found_set) -> np.ndarray:
+        if found_set is None:
+            return np.zeros(len(LOOSE_IOUS))
+        precision = _evaluate(truth_set, found_set, LOOSE_IOUS).eval["precision"][..., 0, -1]
+        valid = precision > -1  # (iou, recall, class): classes without a true box are -1
+        per_class = np.where(valid, precision, 0).sum(1) / np.maximum(valid.sum(1), 1)
+        kept = valid.any(1)
+        return np.array(
+            [row[k].mean() if k.any() else 0.0 for row, k in zip(per_class, kept, strict=True)]
+        )
+
+    def one_class(boxes: list[ImageBoxes]) -> list[ImageBoxes]:
+        return [ImageBoxes(b.boxes, np.zeros_like(b.labels), b.scores) for b in boxes]
+
+    per_class = mean_ap(*_coco(truths, found, classes, size))
+    merged = mean_ap(*_coco(one_class(truths), one_class(found), ["defect"], size))
+    return {
+        "map_at_iou": {
+            f"{iou:.2f}": float(v) for iou, v in zip(LOOSE_IOUS, per_class, strict=True)
+        },
+        "map50_one_class": float(merged[-1]),
     }
 
 

@@ -14,7 +14,13 @@ from defectscope.core.text import plural
 from defectscope.data.detection import create_detection_dataset, records_for
 from defectscope.data.discovery import BACKGROUND
 from defectscope.data.pipeline import DataSource, open_source
-from defectscope.evaluation.detection import ImageBoxes, box_f1, coco_metrics, confusion
+from defectscope.evaluation.detection import (
+    ImageBoxes,
+    box_f1,
+    coco_metrics,
+    confusion,
+    where_ap_goes,
+)
 from defectscope.evaluation.evaluate import check_data_classes
 from defectscope.evaluation.report import _pyplot, _save, is_evaluation_file
 from defectscope.inference.detector import (
@@ -152,6 +158,13 @@ def _report(metrics: dict, title: str) -> str:
         f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f} "
         "(IoU >= 0.5; the confusion matrix and the pictures use the same boxes)"
     )
+    if "map_at_iou" in metrics:
+        loose = " / ".join(f"{v:.4f}" for v in metrics["map_at_iou"].values())
+        lines.append(
+            f"- mAP at IoU {' / '.join(metrics['map_at_iou'])}: {loose}; every box in one class, "
+            f"mAP@0.5 {metrics['map50_one_class']:.4f} (what a looser IoU gains is the boxes' "
+            "extent, what one class gains is the class)"
+        )
     lines += ["", "| class | AP@0.5 |", "| --- | ---: |"]
     lines += [f"| {name} | {ap:.4f} |" for name, ap in metrics["per_class_ap50"].items()]
     lines += [
@@ -207,6 +220,7 @@ def evaluate_detector(
         "precision": at_shown["precision"],
         "recall": at_shown["recall"],
         "f1": at_shown["f1"],
+        **where_ap_goes(truths, found, detector.classes, detector.image_size),
         "confusion_matrix": matrix.tolist(),
         **(context or {}),
     }
