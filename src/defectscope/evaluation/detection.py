@@ -116,12 +116,8 @@ def where_ap_goes(
         if found_set is None:
             return np.zeros(len(LOOSE_IOUS))
         precision = _evaluate(truth_set, found_set, LOOSE_IOUS).eval["precision"][..., 0, -1]
-        valid = precision > -1  # (iou, recall, class): classes without a true box are -1
-        per_class = np.where(valid, precision, 0).sum(1) / np.maximum(valid.sum(1), 1)
-        kept = valid.any(1)
-        return np.array(
-            [row[k].mean() if k.any() else 0.0 for row, k in zip(per_class, kept, strict=True)]
-        )
+        # per IoU, as pycocotools' summary averages: classes without a true box hold -1
+        return np.array([row[row > -1].mean() if (row > -1).any() else 0.0 for row in precision])
 
     def one_class(boxes: list[ImageBoxes]) -> list[ImageBoxes]:
         return [ImageBoxes(b.boxes, np.zeros_like(b.labels), b.scores) for b in boxes]
