@@ -223,3 +223,40 @@ def test_a_resumed_run_counts_the_epochs_since_its_best_towards_early_stopping(
     ]
     results.write_text("\n".join(lines) + "\n")
     assert history_best(results) == ((0.3, 0.1), 3)
+
+
+def _heads_and_batch(boxes_per_image: int):
+    """A 96 px detector, its head trainer, random cached features of two images and their
+    boxes: the first image fills every row, the second holds one box and padding."""
+    import numpy as np
+
+    from defectscope.models.detector import create_detector
+    from defectscope.training.detect import head_trainer
+
+    detector = create_detector(["dent", "rust"], image_size=96, weights=None, head_convs=1)
+    trainer = head_trainer(detector, tune_from_block=0)
+    rng = np.random.default_rng(0)
+    features = {
+        name: rng.normal(size=(2, *tensor.shape[1:])).astype(np.float32)
+        for name, tensor in trainer.input.items()
+    }
+    boxes = np.zeros((2, boxes_per_image, 4), np.float32)
+    labels = np.full((2, boxes_per_image), -1.0, np.float32)
+    for row in range(boxes_per_image):
+        boxes[0, row] = [row, 2 * row, 30 + row, 20 + 2 * row]
+        labels[0, row] = row % 2
+    boxes[1, 0], labels[1, 0] = [50, 20, 90, 30], 1
+    return detector, trainer, features, {"boxes": boxes, "labels": labels}
+
+
+def test_an_image_whose_boxes_fill_every_row_trains() -> None:
+    """KerasHub's box matcher indexed past the boxes of an image without a padding row (one
+    image with MAX_BOXES boxes stopped the run); the trainer adds one."""
+    import numpy as np
+
+    from defectscope.data.detection import MAX_BOXES
+
+    _, trainer, features, truth = _heads_and_batch(MAX_BOXES)
+    trainer.compile(optimizer="adam")
+    loss = trainer.train_on_batch(features, truth)
+    assert np.isfinite(loss), loss

@@ -85,9 +85,22 @@ def head_trainer(detector, tune_from_block: int = 0):
     class CachedFeatureTrainer(keras.Model):
         def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
             images = ops.zeros((ops.shape(x["P3"])[0], size, size, 3))  # shape for the anchors
-            return detector.compute_loss(images, y, y_pred, sample_weight)
+            return detector.compute_loss(images, with_padding_row(y), y_pred, sample_weight)
 
     return CachedFeatureTrainer(inputs, outputs, name="retinanet_heads")
+
+
+def with_padding_row(truth: dict) -> dict:
+    """``truth`` with one more padding row (box 0, class -1) per image: KerasHub 0.32's box
+    matcher, force-matching every true box, indexes past the last row when an image fills all
+    ``MAX_BOXES`` rows (training stopped with an InvalidArgumentError)."""
+    from keras import ops
+
+    batch = ops.shape(truth["labels"])[0]
+    return {
+        "boxes": ops.concatenate([truth["boxes"], ops.zeros((batch, 1, 4))], axis=1),
+        "labels": ops.concatenate([truth["labels"], -ops.ones((batch, 1))], axis=1),
+    }
 
 
 def decode(decoder, raw: dict, size: int) -> list[ImageBoxes]:
