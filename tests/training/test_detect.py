@@ -260,3 +260,63 @@ def test_an_image_whose_boxes_fill_every_row_trains() -> None:
     trainer.compile(optimizer="adam")
     loss = trainer.train_on_batch(features, truth)
     assert np.isfinite(loss), loss
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_the_box_loss_is_smooth_l1_with_the_configured_beta(beta: float) -> None:
+    """With the box head predicting zero deltas, the loss changes from KerasHub's Huber
+    (beta 1) by exactly the smooth-L1 difference of the label encoder's box targets."""
+    import numpy as np
+    from keras import ops
+
+    from defectscope.training.detect import _compile, with_padding_row
+
+    detector, trainer, features, truth = _heads_and_batch(3)
+    for weight in (detector.box_head.prediction_layer.kernel,):
+        weight.assign(np.zeros(weight.shape, np.float32))  # box deltas: the zero bias
+    targets, classes = detector.label_encoder(
+        images=ops.zeros((2, 96, 96, 3)), **_encoder_truth(with_padding_row(truth))
+    )
+    targets, classes = ops.convert_to_numpy(targets), ops.convert_to_numpy(classes)
+    positive = classes > -1
+    assert positive.any()
+
+    def smooth_l1(b: float) -> float:
+        error = np.abs(targets[positive])
+        per_coordinate = np.where(error < b, 0.5 * error**2 / b, error - 0.5 * b)
+        return per_coordinate.mean(axis=-1).sum() / positive.sum()
+
+    losses = {}
+    for value in (1.0, beta):
+        config = tiny_detector_config(
+            Path("unused"), Path("unused"), detect={"box_loss_beta": value}
+        )
+        _compile(trainer, detector, config, steps=1)
+        predicted = trainer(features)
+        losses[value] = float(trainer.compute_loss(features, truth, predicted))
+    expected = smooth_l1(beta) - smooth_l1(1.0)
+    # float32 sums over ~23,000 anchor terms: 1e-3 of the difference, far below any wrong weight
+    np.testing.assert_allclose(losses[beta] - losses[1.0], expected, rtol=1e-3)
+    assert abs(expected) > 1e-3  # the two losses do differ
+
+
+def _encoder_truth(truth: dict) -> dict:
+    return {"gt_boxes": truth["boxes"], "gt_classes": truth["labels"]}
+
+
+def test_box_loss_beta_must_be_positive() -> None:
+    for bad in (0, -0.1, True):
+        with pytest.raises(ConfigError, match=repr(bad)):
+            DetectPhaseConfig(box_loss_beta=bad)
+
+
+def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
+    synthetic_records: Path, tmp_path: Path
+) -> None:
+    config = tiny_detector_config(
+        synthetic_records, tmp_path / "run", detect={"epochs": 1, "box_loss_beta": 0.1}
+    )
+    result = train(config)
+    assert "map50" in result.metrics
+    assert "box_loss_beta: 0.1" in (tmp_path / "run" / "config.yaml").read_text()
+    assert _saved_detector(tmp_path / "run", "best") is not None

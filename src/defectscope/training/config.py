@@ -81,6 +81,9 @@ class DetectPhaseConfig:
     # first Xception block (5-13) trained with the heads, from cached inputs; 0: all frozen
     tune_from_block: int = 0
     encoder_rate_scale: float = 0.1  # the tuned blocks' learning rate, relative to the heads'
+    # box loss: smooth L1 with this beta (Huber(delta=beta) / beta); 1.0 is KerasHub's default
+    # Huber, detectron2's RetinaNet uses 0.1 (an L1 pull on small box errors too)
+    box_loss_beta: float = 1.0
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
@@ -95,6 +98,8 @@ class DetectPhaseConfig:
             raise ConfigError(
                 f"detect.encoder_rate_scale must be in (0, 1], got {self.encoder_rate_scale!r}"
             )
+        if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
+            raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
         for name in ("epochs", "batch_size", "head_convs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detect.{name} must be >= 1, got {getattr(self, name)!r}")

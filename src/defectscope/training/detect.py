@@ -244,6 +244,11 @@ def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     encoder_weights = {id(w) for w in detector.backbone.image_encoder.weights}
     slower = [w for w in trainer.trainable_weights if id(w) in encoder_weights]
     optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale)
+    beta = phase.box_loss_beta  # the trainer's loss is the detector's: its losses are set here
+    detector.compile(
+        box_loss=keras.losses.Huber(delta=beta, reduction="sum"),
+        loss_weights={"bbox_regression": 1.0 / beta, "cls_logits": 1.0},
+    )
     trainer.compile(optimizer=optimizer)
 
 
