@@ -22,6 +22,22 @@ TINY_CONFIG_YAML = (
 )
 
 
+def dense_voc_dataset(root: Path, boxes_in_one_image: int) -> Path:
+    """A Pascal VOC dataset root: per split, one black 96 px image holding
+    ``boxes_in_one_image`` small "spot" boxes and one holding a single box."""
+    from defectscope.data.synthetic import voc_xml
+
+    grid = [(8 * (i % 12), 8 * (i // 12), 8 * (i % 12) + 6, 8 * (i // 12) + 6) for i in range(144)]
+    for split in ("train", "validation"):
+        (root / split / "images" / "spot").mkdir(parents=True)
+        (root / split / "annotations").mkdir(parents=True)
+        for name, boxes in (("dense", grid[:boxes_in_one_image]), ("single", grid[:1])):
+            Image.new("RGB", (96, 96)).save(root / split / "images" / "spot" / f"{name}.png")
+            xml = voc_xml(f"{name}.png", 96, 96, [("spot", box) for box in boxes])
+            (root / split / "annotations" / f"{name}.xml").write_text(xml)
+    return root
+
+
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
     """A run that takes seconds: random 71 px Xception, 2 head epochs, 1 fine-tuning epoch."""
     values = {

@@ -9,9 +9,16 @@ import pytest
 from PIL import Image
 
 from defectscope.core.errors import ConfigError
-from defectscope.data.detection import FLIPS, MAX_BOXES, create_detection_dataset, records_for
+from defectscope.data.detection import (
+    FLIPS,
+    MIN_BOX_ROWS,
+    box_rows,
+    create_detection_dataset,
+    records_for,
+)
 from defectscope.data.pipeline import open_source
 from defectscope.data.synthetic import voc_xml
+from tests.helpers import dense_voc_dataset
 
 SIZE = 64
 BOX = (8, 4, 40, 20)  # xmin, ymin, xmax, ymax of a bright, wide rectangle on black
@@ -49,7 +56,7 @@ def test_each_copy_moves_the_image_and_its_box_together(one_box_records: Path, f
     source = open_source(one_box_records, "train")
     images, target, _ = next(iter(create_detection_dataset(source, SIZE, flip=flip)))
     image, boxes, labels = images[0].numpy(), target["boxes"][0].numpy(), target["labels"][0]
-    assert boxes.shape == (MAX_BOXES, 4) and list(labels.numpy()[:2]) == [0, -1]
+    assert boxes.shape == (MIN_BOX_ROWS, 4) and list(labels.numpy()[:2]) == [0, -1]
     xmin, ymin, xmax, ymax = np.round(boxes[0]).astype(int)
     expected = {
         "none": BOX,
@@ -69,3 +76,15 @@ def test_an_unknown_copy_is_refused_with_its_name(one_box_records: Path) -> None
     source = open_source(one_box_records, "train")
     with pytest.raises(ConfigError, match="'rotate'"):
         create_detection_dataset(source, SIZE, flip="rotate")
+
+
+def test_no_box_of_a_densely_annotated_image_is_dropped(tmp_path: Path) -> None:
+    """An image with more boxes than MIN_BOX_ROWS widens every image's rows to its count."""
+    many = MIN_BOX_ROWS + 36
+    records = records_for(dense_voc_dataset(tmp_path / "dense", many), tmp_path / "records")
+    source = open_source(records, "validation")
+    assert box_rows(source) == many
+    _, target, _ = next(iter(create_detection_dataset(source, 96, batch_size=2)))
+    real = (target["labels"].numpy() >= 0).sum(axis=1)
+    assert target["boxes"].shape == (2, many, 4)
+    assert sorted(real.tolist()) == [1, many]

@@ -13,7 +13,13 @@ from defectscope.training.checks import check_train_config
 from defectscope.training.config import DetectPhaseConfig
 from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
 from defectscope.training.trainer import resume, train
-from tests.helpers import grey_png, results_rows, tiny_config, tiny_detector_config
+from tests.helpers import (
+    dense_voc_dataset,
+    grey_png,
+    results_rows,
+    tiny_config,
+    tiny_detector_config,
+)
 
 
 def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_run: Path) -> None:
@@ -251,12 +257,12 @@ def _heads_and_batch(boxes_per_image: int):
 
 def test_an_image_whose_boxes_fill_every_row_trains() -> None:
     """KerasHub's box matcher indexed past the boxes of an image without a padding row (one
-    image with MAX_BOXES boxes stopped the run); the trainer adds one."""
+    image filling every row stopped the run); the trainer adds one."""
     import numpy as np
 
-    from defectscope.data.detection import MAX_BOXES
+    from defectscope.data.detection import MIN_BOX_ROWS
 
-    _, trainer, features, truth = _heads_and_batch(MAX_BOXES)
+    _, trainer, features, truth = _heads_and_batch(MIN_BOX_ROWS)
     trainer.compile(optimizer="adam")
     loss = trainer.train_on_batch(features, truth)
     assert np.isfinite(loss), loss
@@ -320,3 +326,15 @@ def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
     assert "map50" in result.metrics
     assert "box_loss_beta: 0.1" in (tmp_path / "run" / "config.yaml").read_text()
     assert _saved_detector(tmp_path / "run", "best") is not None
+
+
+def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_path: Path) -> None:
+    """One image with more boxes than MIN_BOX_ROWS: the run finishes and evaluation counts all
+    of them (boxes past the 64th used to be dropped from training and from the ground truth)."""
+    from defectscope.data.detection import MIN_BOX_ROWS
+
+    many = MIN_BOX_ROWS + 36
+    data = dense_voc_dataset(tmp_path / "dense", many)
+    config = tiny_detector_config(data, tmp_path / "run", selection_fraction=0.0)
+    result = train(config)
+    assert result.metrics["num_boxes"] == many + 1, result.metrics

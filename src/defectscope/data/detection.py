@@ -2,14 +2,15 @@
 
 Elements are ``(image, boxes, labels, source_id)``: the float32 image at the detector's square
 input (the one decode path, stretched), the boxes as pixel ``xyxy`` corners of that input padded
-to :data:`MAX_BOXES` rows, the class of each (-1 for padding, and for a box whose class is not
-one of the dataset's classes). ``flip`` mirrors image and boxes together, left-right, up-down or
-along the main diagonal ("transpose": a quarter turn and a mirror), for the cached augmented
-copies of the training set.
+to :func:`box_rows` rows (every box of every image: none is dropped), the class of each (-1 for
+padding, and for a box whose class is not one of the dataset's classes). ``flip`` mirrors image
+and boxes together, left-right, up-down or along the main diagonal ("transpose": a quarter turn
+and a mirror), for the cached augmented copies of the training set.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -32,7 +33,9 @@ from defectscope.data.tfrecord_features import (
     parse_example,
 )
 
-MAX_BOXES = 64  # boxes kept per image (NEU-DET has at most 9)
+log = logging.getLogger(__name__)
+
+MIN_BOX_ROWS = 64  # box rows per image at least (NEU-DET has at most 9 boxes in one image)
 FLIPS = ("none", "horizontal", "vertical", "transpose")
 
 
@@ -50,7 +53,27 @@ def records_for(data: str | Path, out: Path | None = None) -> Path:
     return out
 
 
-def _boxes(parsed: dict, size: int, flip: str):
+def box_rows(source: DataSource) -> int:
+    """Rows of boxes per image for ``source``: :data:`MIN_BOX_ROWS`, or the most boxes one image
+    of its shards holds (one pass over the records' labels) when that is more."""
+    import tensorflow as tf
+
+    records = tf.data.TFRecordDataset(list(source.files))
+    counts = records.map(
+        lambda serialized: tf.size(parse_example(serialized)[OBJECT_CLASS_LABEL]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    most = int(counts.reduce(tf.constant(0), tf.maximum))
+    if most > MIN_BOX_ROWS:
+        log.info(
+            "an image of %s holds %d boxes: each image is padded to as many rows",
+            source.split,
+            most,
+        )
+    return max(MIN_BOX_ROWS, most)
+
+
+def _boxes(parsed: dict, size: int, flip: str, rows: int):
     import tensorflow as tf
 
     xmin, xmax = parsed[OBJECT_BBOX_XMIN], parsed[OBJECT_BBOX_XMAX]
@@ -63,11 +86,10 @@ def _boxes(parsed: dict, size: int, flip: str):
         xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
     boxes = tf.stack([xmin, ymin, xmax, ymax], axis=-1) * float(size)
     labels = tf.cast(parsed[OBJECT_CLASS_LABEL], tf.float32)
-    count = tf.minimum(tf.shape(labels)[0], MAX_BOXES)
-    pad = MAX_BOXES - count
-    boxes = tf.pad(boxes[:count], [[0, pad], [0, 0]])
-    labels = tf.pad(labels[:count], [[0, pad]], constant_values=-1.0)
-    return tf.ensure_shape(boxes, [MAX_BOXES, 4]), tf.ensure_shape(labels, [MAX_BOXES])
+    pad = rows - tf.shape(labels)[0]
+    boxes = tf.pad(boxes, [[0, pad], [0, 0]])
+    labels = tf.pad(labels, [[0, pad]], constant_values=-1.0)
+    return tf.ensure_shape(boxes, [rows, 4]), tf.ensure_shape(labels, [rows])
 
 
 def create_detection_dataset(
@@ -85,6 +107,7 @@ def create_detection_dataset(
         raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
     if flip not in FLIPS:
         raise ConfigError(f"flip must be one of {FLIPS}, got {flip!r}")
+    rows = box_rows(source)
     records = tf.data.TFRecordDataset(list(source.files))
     if shuffle:
         records = records.shuffle(4096, seed=seed)
@@ -98,7 +121,7 @@ def create_detection_dataset(
             image = tf.image.flip_up_down(image)
         elif flip == "transpose":
             image = tf.image.transpose(image)
-        boxes, labels = _boxes(parsed, image_size, flip)
+        boxes, labels = _boxes(parsed, image_size, flip, rows)
         return image, {"boxes": boxes, "labels": labels}, parsed[IMAGE_SOURCE_ID]
 
     dataset = records.map(element, num_parallel_calls=tf.data.AUTOTUNE)

@@ -93,7 +93,8 @@ def head_trainer(detector, tune_from_block: int = 0):
 def with_padding_row(truth: dict) -> dict:
     """``truth`` with one more padding row (box 0, class -1) per image: KerasHub 0.32's box
     matcher, force-matching every true box, indexes past the last row when an image fills all
-    ``MAX_BOXES`` rows (training stopped with an InvalidArgumentError)."""
+    its rows (the image with the most boxes of a split; training stopped with an
+    InvalidArgumentError)."""
     from keras import ops
 
     batch = ops.shape(truth["labels"])[0]
