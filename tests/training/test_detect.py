@@ -278,10 +278,11 @@ def test_the_box_loss_is_smooth_l1_with_the_configured_beta(beta: float) -> None
     from defectscope.training.detect import _compile, with_padding_row
 
     detector, trainer, features, truth = _heads_and_batch(3)
-    for weight in (detector.box_head.prediction_layer.kernel,):
-        weight.assign(np.zeros(weight.shape, np.float32))  # box deltas: the zero bias
+    kernel = detector.box_head.prediction_layer.kernel
+    kernel.assign(np.zeros(kernel.shape, np.float32))  # box deltas: the zero bias
+    padded = with_padding_row(truth)
     targets, classes = detector.label_encoder(
-        images=ops.zeros((2, 96, 96, 3)), **_encoder_truth(with_padding_row(truth))
+        images=ops.zeros((2, 96, 96, 3)), gt_boxes=padded["boxes"], gt_classes=padded["labels"]
     )
     targets, classes = ops.convert_to_numpy(targets), ops.convert_to_numpy(classes)
     positive = classes > -1
@@ -304,10 +305,6 @@ def test_the_box_loss_is_smooth_l1_with_the_configured_beta(beta: float) -> None
     # float32 sums over ~23,000 anchor terms: 1e-3 of the difference, far below any wrong weight
     np.testing.assert_allclose(losses[beta] - losses[1.0], expected, rtol=1e-3)
     assert abs(expected) > 1e-3  # the two losses do differ
-
-
-def _encoder_truth(truth: dict) -> dict:
-    return {"gt_boxes": truth["boxes"], "gt_classes": truth["labels"]}
 
 
 def test_box_loss_beta_must_be_positive() -> None:
