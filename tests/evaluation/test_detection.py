@@ -34,6 +34,16 @@ def test_perfect_detections_score_one_and_none_score_zero() -> None:
     assert coco_metrics(truth(), nothing, CLASSES, 100)["map50"] == 0.0
 
 
+def test_an_image_with_more_than_100_boxes_is_scored_on_all_of_them() -> None:
+    """pycocotools' own summary counts 100 boxes per image: 150 perfect boxes scored 0.67."""
+    corners = np.array([[i % 15 * 6, i // 15 * 6] for i in range(150)], float)
+    dense = ImageBoxes(np.hstack([corners, corners + 5]), np.zeros(150, int))
+    perfect = ImageBoxes(dense.boxes, dense.labels, np.linspace(0.9, 0.5, 150))
+    metrics = coco_metrics([dense], [perfect], CLASSES, 100)
+    assert metrics["map50"] == pytest.approx(1.0) and metrics["map50_95"] == pytest.approx(1.0)
+    assert metrics["per_class_ap50"]["dent"] == pytest.approx(1.0)
+
+
 def test_a_wrong_class_and_a_miss_lower_the_ap() -> None:
     found = [
         ImageBoxes(np.array([[10, 10, 50, 50]], float), np.array([1]), np.array([0.8])),

@@ -53,6 +53,25 @@ def test_encoded_truths_decode_back_to_the_same_boxes(detector) -> None:
     assert found == [(0, [10.0, 20.0, 50.0, 70.0]), (2, [60.0, 5.0, 90.0, 40.0])]
 
 
+def test_the_decoder_keeps_as_many_boxes_as_asked(tmp_path) -> None:
+    """150 confident anchors of one class, far apart: all 150 come out, and after a reload."""
+    import keras
+
+    detector = create_detector(["dent"], image_size=96, head_convs=1, max_detections=150)
+    images = np.zeros((1, 96, 96, 3), np.float32)
+    anchors = np.concatenate([np.asarray(a) for a in detector.anchor_generator(images[0]).values()])
+    logits = np.full((1, len(anchors), 1), -10.0, np.float32)
+    logits[0, :150] = 10.0  # the first ten P3 positions' 15 anchors, distinct at IoU 0.99
+    raw = {"bbox_regression": np.zeros((1, len(anchors), 4), np.float32), "cls_logits": logits}
+    set_nms_iou(detector, 0.99)
+    path = tmp_path / "dense.keras"
+    detector.save(path)
+    register_detector_layers()
+    for model in (detector, keras.saving.load_model(path)):
+        decoded = model.decode_predictions(raw, images)
+        assert int(np.asarray(decoded["num_detections"])[0]) == 150
+
+
 def test_sizes_the_pyramid_cannot_divide_are_refused() -> None:
     with pytest.raises(ConfigError, match="multiple of 32.*got 100"):
         create_detector(["dent"], image_size=100)

@@ -9,6 +9,7 @@ import pytest
 
 from defectscope.core.errors import ConfigError
 from defectscope.evaluation.detection import BOX_CONFIDENCE_CANDIDATES
+from defectscope.inference.detector import load_detector
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import DetectPhaseConfig
 from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
@@ -313,6 +314,11 @@ def test_box_loss_beta_must_be_positive() -> None:
             DetectPhaseConfig(box_loss_beta=bad)
 
 
+def test_max_detections_must_be_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="max_detections must be >= 1, got 0"):
+        DetectPhaseConfig(max_detections=0)
+
+
 def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
     synthetic_records: Path, tmp_path: Path
 ) -> None:
@@ -326,12 +332,16 @@ def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
 
 
 def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_path: Path) -> None:
-    """One image with more boxes than MIN_BOX_ROWS: the run finishes and evaluation counts all
-    of them (boxes past the 64th used to be dropped from training and from the ground truth)."""
+    """One image with more boxes than MIN_BOX_ROWS and than the decoder's 100: the run finishes,
+    evaluation counts all of them (boxes past the 64th used to be dropped from training and from
+    the ground truth) and the saved detector keeps as many boxes per image."""
     from defectscope.data.detection import MIN_BOX_ROWS
 
-    many = MIN_BOX_ROWS + 36
+    many = MIN_BOX_ROWS + 56
     data = dense_voc_dataset(tmp_path / "dense", many)
     config = tiny_detector_config(data, tmp_path / "run", selection_fraction=0.0)
     result = train(config)
     assert result.metrics["num_boxes"] == many + 1, result.metrics
+    metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
+    assert metadata["detector"]["max_detections"] == many
+    assert load_detector(tmp_path / "run").model.prediction_decoder.max_detections == many

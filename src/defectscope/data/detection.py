@@ -53,9 +53,8 @@ def records_for(data: str | Path, out: Path | None = None) -> Path:
     return out
 
 
-def box_rows(source: DataSource) -> int:
-    """Rows of boxes per image for ``source``: :data:`MIN_BOX_ROWS`, or the most boxes one image
-    of its shards holds (one pass over the records' labels) when that is more."""
+def most_boxes(source: DataSource) -> int:
+    """The most boxes one image of ``source``'s shards holds (one pass over the labels)."""
     import tensorflow as tf
 
     records = tf.data.TFRecordDataset(list(source.files))
@@ -63,7 +62,13 @@ def box_rows(source: DataSource) -> int:
         lambda serialized: tf.size(parse_example(serialized)[OBJECT_CLASS_LABEL]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    most = int(counts.reduce(tf.constant(0), tf.maximum))
+    return int(counts.reduce(tf.constant(0), tf.maximum))
+
+
+def box_rows(source: DataSource) -> int:
+    """Rows of boxes per image for ``source``: :data:`MIN_BOX_ROWS`, or the most boxes one image
+    of its shards holds when that is more."""
+    most = most_boxes(source)
     if most > MIN_BOX_ROWS:
         log.info(
             "an image of %s holds %d boxes: each image is padded to as many rows",

@@ -63,16 +63,27 @@ def _coco(truths: list[ImageBoxes], found: list[ImageBoxes], classes: list[str],
 
 
 def _evaluate(truth_set, found_set, iou_thresholds=None):
-    """A run pycocotools ``COCOeval`` (bbox), at its IoU thresholds unless others are given."""
+    """A run pycocotools ``COCOeval`` (bbox), at its IoU thresholds unless others are given.
+    Its largest detection count (COCO's 100) is raised to the most boxes found in one image,
+    so a detector that keeps more per image is scored on all of them."""
     from pycocotools.cocoeval import COCOeval
 
     evaluation = COCOeval(truth_set, found_set, iouType="bbox")
     if iou_thresholds is not None:
         evaluation.params.iouThrs = np.asarray(iou_thresholds, float)
+    most = max((len(boxes) for boxes in found_set.imgToAnns.values()), default=0)
+    evaluation.params.maxDets = [1, 10, max(100, most)]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation.evaluate()
         evaluation.accumulate()
     return evaluation
+
+
+def _mean_ap(precision: np.ndarray) -> float:
+    """The mean of a COCOeval precision slice over its filled cells (-1: no true box), as
+    ``COCOeval.summarize`` averages; its own summary counts 100 boxes per image at most."""
+    filled = precision[precision > -1]
+    return float(filled.mean()) if filled.size else -1.0
 
 
 def coco_metrics(
@@ -84,19 +95,16 @@ def coco_metrics(
     if found_set is None:
         return {**empty, "pr_curves": {}}
     evaluation = _evaluate(truth_set, found_set)
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation.summarize()
-    precision = evaluation.eval["precision"]  # (iou, recall, class, area, max dets)
-    at50 = precision[0, :, :, 0, -1]  # IoU 0.5, all areas, 100 detections
+    precision = evaluation.eval["precision"][..., 0, -1]  # (iou, recall, class); all areas
     per_class, curves = {}, {}
     for index, name in enumerate(classes):
-        column = at50[:, index]
+        column = precision[0, :, index]  # IoU 0.5
         valid = column > -1
         per_class[name] = float(column[valid].mean()) if valid.any() else float("nan")
         curves[name] = np.where(valid, column, 0.0).tolist()
     return {
-        "map50": float(evaluation.stats[1]),
-        "map50_95": float(evaluation.stats[0]),
+        "map50": _mean_ap(precision[0]),
+        "map50_95": _mean_ap(precision),
         "per_class_ap50": per_class,
         "pr_curves": {"recall": evaluation.params.recThrs.tolist(), "precision": curves},
     }

@@ -55,6 +55,8 @@ def _pyramid_class():
 
 
 DEFAULT_NMS_IOU = 0.5
+# boxes kept per image (COCO's evaluation counts 100; training raises it for denser data)
+DEFAULT_MAX_DETECTIONS = 100
 # the least confidence of a box shown to users when training chose none (Ultralytics' default)
 DEFAULT_BOX_CONFIDENCE = 0.25
 
@@ -156,12 +158,14 @@ def create_detector(
     head_convs: int = 4,
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
     nms_iou: float = DEFAULT_NMS_IOU,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
 ):
     """RetinaNet with KerasHub's anchors, label encoder, losses and decoder layer.
 
     ``aspect_ratios`` (height / width of the anchors) defaults to KerasHub's; the ``detect``
     training config asks for wider ones, which long thin defects need. ``nms_iou``: a box
-    overlapping a more confident one of its class by more than this is dropped.
+    overlapping a more confident one of its class by more than this is dropped;
+    ``max_detections``: the most boxes kept per image.
 
     The encoder's BatchNormalization stays frozen (inference mode) whatever is trained.
     """
@@ -182,7 +186,7 @@ def create_detector(
         image_shape=(image_size, image_size, 3),
     )
     anchors, label_encoder, decoder = _box_coding(
-        max_level, anchor_size, aspect_ratios, confidence, nms_iou
+        max_level, anchor_size, aspect_ratios, confidence, nms_iou, max_detections
     )
     detector = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone,
@@ -198,7 +202,14 @@ def create_detector(
     return detector
 
 
-def _box_coding(max_level: int, anchor_size, aspect_ratios, confidence: float, nms_iou: float):
+def _box_coding(
+    max_level: int,
+    anchor_size,
+    aspect_ratios,
+    confidence: float,
+    nms_iou: float,
+    max_detections: int,
+):
     """KerasHub's anchor generator and label encoder, and the per-class decoder layer."""
     from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
     from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
@@ -224,7 +235,7 @@ def _box_coding(max_level: int, anchor_size, aspect_ratios, confidence: float, n
         from_logits=True,
         iou_threshold=nms_iou,
         confidence_threshold=confidence,
-        max_detections=100,
+        max_detections=int(max_detections),
     )
     return anchors, label_encoder, decoder
 
@@ -293,6 +304,7 @@ def detector_settings(config) -> dict:
         "head_convs": config.head_convs,
         "aspect_ratios": list(config.aspect_ratios),
         "nms_iou": config.nms_iou or DEFAULT_NMS_IOU,
+        "max_detections": config.max_detections,
     }
 
 

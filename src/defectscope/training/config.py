@@ -84,6 +84,9 @@ class DetectPhaseConfig:
     # box loss: smooth L1 with this beta (Huber(delta=beta) / beta); 1.0 is KerasHub's default
     # Huber, detectron2's RetinaNet uses 0.1 (an L1 pull on small box errors too)
     box_loss_beta: float = 1.0
+    # boxes the decoder keeps per image; training raises it to the most true boxes one
+    # training image holds when that is more, so dense images are not cut at 100
+    max_detections: int = 100
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
@@ -100,7 +103,7 @@ class DetectPhaseConfig:
             )
         if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
             raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
-        for name in ("epochs", "batch_size", "head_convs"):
+        for name in ("epochs", "batch_size", "head_convs", "max_detections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"detect.{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.aspect_ratios or any(not ratio > 0 for ratio in self.aspect_ratios):

@@ -13,6 +13,7 @@ by default: on NEU-DET tuning blocks 13-14 scored below the frozen encoder, docs
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
+from defectscope.data.detection import most_boxes
 from defectscope.data.discovery import BACKGROUND
+from defectscope.data.pipeline import DataSource
 from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
@@ -303,6 +306,25 @@ def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) ->
                 100 * share,
             )
     return coverage
+
+
+def fit_max_detections(config: TrainConfig, train: DataSource) -> TrainConfig:
+    """``config`` whose decoder keeps as many boxes per image as the training image with the
+    most true boxes holds, when that is more than ``detect.max_detections`` (a cap below it
+    would cut the recall of dense images, unseen)."""
+    most = most_boxes(train)
+    if most <= config.detect.max_detections:
+        return config
+    log.warning(
+        "an image of %s holds %d true boxes: the detector keeps up to %d boxes per image "
+        "(detect.max_detections %d)",
+        train.split,
+        most,
+        most,
+        config.detect.max_detections,
+    )
+    detect = dataclasses.replace(config.detect, max_detections=most)
+    return dataclasses.replace(config, detect=detect)
 
 
 def fit_copies(phase) -> list[str]:

@@ -32,7 +32,7 @@ from defectscope.training.calibrate import calibrate
 from defectscope.training.callbacks import read_results, save_for_inference
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import TrainConfig
-from defectscope.training.detect import detector_classes, train_detector
+from defectscope.training.detect import detector_classes, fit_max_detections, train_detector
 from defectscope.training.distribute import (
     DistributeConfig,
     create_strategy,
@@ -236,6 +236,7 @@ def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainR
     records = records_for(config.data, run.root / "records")
     sources = open_run_sources(dataclasses.replace(config, data=str(records)))
     write_splits(sources, run.root / "splits.csv")
+    config = fit_max_detections(config, sources.fit)
     classes = detector_classes(sources.classes)
     settings = detector_settings(config.detect)
     _write_detector_metadata(run, config, classes, settings)
