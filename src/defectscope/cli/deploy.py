@@ -109,37 +109,50 @@ def _allowed_hosts(host: str, given: list[str]) -> list[str]:
     return sorted({host, "127.0.0.1", "localhost", "::1", "[::1]"})
 
 
+_Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+_Port = Annotated[int, typer.Option(help="TCP port.")]
+_MaxUploadMb = Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")]
+_MaxMegapixels = Annotated[
+    float, typer.Option(help="Largest accepted image, in millions of pixels.")
+]
+_MaxWaiting = Annotated[
+    int, typer.Option(min=1, help="Requests that may wait for the model before 503.")
+]
+_ApiKeyFile = Annotated[
+    Path | None,
+    typer.Option(help="Require this key (X-API-Key); default: $DEFECTSCOPE_API_KEY if set."),
+]
+_AllowedHost = Annotated[
+    list[str] | None, typer.Option(help="A Host header to accept (repeatable).")
+]
+_CorsOrigin = Annotated[
+    list[str] | None, typer.Option(help="A web origin allowed to call the API (repeatable).")
+]
+_HeaderTimeout = Annotated[
+    float, typer.Option(help="Seconds a client has to send its request headers.")
+]
+_BodyTimeout = Annotated[
+    float, typer.Option(help="Seconds an upload may pause before it is dropped.")
+]
+_Iou = Annotated[
+    float | None,
+    typer.Option(help="Detector: NMS IoU threshold (default: the one chosen in training)."),
+]
+
+
 def serve(
     model: ModelOption,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 10.0,
-    max_megapixels: Annotated[
-        float, typer.Option(help="Largest accepted image, in millions of pixels.")
-    ] = 32.0,
-    max_waiting: Annotated[
-        int, typer.Option(min=1, help="Requests that may wait for the model before 503.")
-    ] = 64,
-    api_key_file: Annotated[
-        Path | None,
-        typer.Option(help="Require this key (X-API-Key); default: $DEFECTSCOPE_API_KEY if set."),
-    ] = None,
-    allowed_host: Annotated[
-        list[str] | None, typer.Option(help="A Host header to accept (repeatable).")
-    ] = None,
-    cors_origin: Annotated[
-        list[str] | None, typer.Option(help="A web origin allowed to call the API (repeatable).")
-    ] = None,
-    header_timeout: Annotated[
-        float, typer.Option(help="Seconds a client has to send its request headers.")
-    ] = 10.0,
-    body_timeout: Annotated[
-        float, typer.Option(help="Seconds an upload may pause before it is dropped.")
-    ] = 30.0,
-    iou: Annotated[
-        float | None,
-        typer.Option(help="Detector: NMS IoU threshold (default: the one chosen in training)."),
-    ] = None,
+    host: _Host = "127.0.0.1",
+    port: _Port = 8000,
+    max_upload_mb: _MaxUploadMb = 10.0,
+    max_megapixels: _MaxMegapixels = 32.0,
+    max_waiting: _MaxWaiting = 64,
+    api_key_file: _ApiKeyFile = None,
+    allowed_host: _AllowedHost = None,
+    cors_origin: _CorsOrigin = None,
+    header_timeout: _HeaderTimeout = 10.0,
+    body_timeout: _BodyTimeout = 30.0,
+    iou: _Iou = None,
 ) -> None:
     """HTTP service: POST /predict, GET /health, /metadata, /docs, and a web page at /."""
     import uvicorn

@@ -13,52 +13,62 @@ from defectscope.core.errors import ConfigError, NothingDoneError
 from defectscope.core.progress import Progress
 from defectscope.core.text import plural
 
+_Sources = Annotated[
+    list[str] | None, typer.Argument(help="Image files, folders (recursive), globs.")
+]
+_PathsFrom = Annotated[
+    list[Path] | None,
+    typer.Option(help="A text file of image paths, one per line ('-': stdin). Repeatable."),
+]
+_Out = Annotated[
+    Path | None, typer.Option(help="Write results to .csv, .json, .jsonl or .parquet.")
+]
+_Resume = Annotated[
+    bool, typer.Option(help="Continue a killed run from OUT.partial, skipping scored paths.")
+]
+_Shard = Annotated[
+    str, typer.Option(help="Score only part i of n (e.g. 0/4), so n machines split a set.")
+]
+_TopK = Annotated[int, typer.Option(min=1, help="Classes listed per image.")]
+_Quiet = Annotated[bool, typer.Option(help="No line per image; a progress count instead.")]
+_Explain = Annotated[
+    Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
+]
+_Conf = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Detector: keep boxes at least this confident (default: the confidence chosen "
+        "when the detector was trained, else 0.25).",
+    ),
+]
+_Draw = Annotated[
+    Path | None, typer.Option(help="Detector: write each image with its boxes here (PNG).")
+]
+_Iou = Annotated[
+    float | None,
+    typer.Option(
+        help="Detector: drop a box overlapping a better one of its class above this IoU "
+        "(default: the threshold chosen when the detector was trained)."
+    ),
+]
+
 
 def predict(
     model: ModelOption,
-    sources: Annotated[
-        list[str] | None, typer.Argument(help="Image files, folders (recursive), globs.")
-    ] = None,
-    paths_from: Annotated[
-        list[Path] | None,
-        typer.Option(help="A text file of image paths, one per line ('-': stdin). Repeatable."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Write results to .csv, .json, .jsonl or .parquet.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue a killed run from OUT.partial, skipping scored paths.")
-    ] = False,
-    shard: Annotated[
-        str, typer.Option(help="Score only part i of n (e.g. 0/4), so n machines split a set.")
-    ] = "0/1",
-    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 3,
+    sources: _Sources = None,
+    paths_from: _PathsFrom = None,
+    out: _Out = None,
+    resume: _Resume = False,
+    shard: _Shard = "0/1",
+    top_k: _TopK = 3,
     batch_size: BatchSizeOption = 32,
-    quiet: Annotated[
-        bool, typer.Option(help="No line per image; a progress count instead.")
-    ] = False,
-    explain: Annotated[
-        Path | None, typer.Option(help="Write a Grad-CAM heatmap overlay PNG per image here.")
-    ] = None,
-    conf: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Detector: keep boxes at least this confident (default: the confidence chosen "
-            "when the detector was trained, else 0.25).",
-        ),
-    ] = None,
-    draw: Annotated[
-        Path | None, typer.Option(help="Detector: write each image with its boxes here (PNG).")
-    ] = None,
-    iou: Annotated[
-        float | None,
-        typer.Option(
-            help="Detector: drop a box overlapping a better one of its class above this IoU "
-            "(default: the threshold chosen when the detector was trained)."
-        ),
-    ] = None,
+    quiet: _Quiet = False,
+    explain: _Explain = None,
+    conf: _Conf = None,
+    draw: _Draw = None,
+    iou: _Iou = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Classify images (or find defect boxes, with a detector), streaming; a bad file gets a

@@ -10,58 +10,71 @@ import typer
 from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 
+_Data = Annotated[Path | None, typer.Option(help="Dataset root or TFRecord folder.")]
+_Out = Annotated[Path, typer.Option(help="Run folder to create.")]
+_Config = Annotated[
+    str | None,
+    typer.Option(help="YAML config file or preset name (default, light, demo, detect)."),
+]
+_Task = Annotated[
+    str | None,
+    typer.Option(help="classify (one class per image) | detect (boxes; preset detect)."),
+]
+_Weights = Annotated[
+    str | None,
+    typer.Option(help="imagenet | none | PATH to xception_imagenet_notop.weights.h5."),
+]
+_Epochs = Annotated[
+    int | None, typer.Option(min=0, help="Fine-tuning epochs (phase 2; detect: epochs).")
+]
+_HeadEpochs = Annotated[int | None, typer.Option(min=0, help="Head epochs (phase 1).")]
+_ImageSize = Annotated[int | None, typer.Option(help="Square input size in pixels.")]
+_BatchSize = Annotated[int | None, typer.Option(min=1, help="Fine-tuning batch size per replica.")]
+_Seed = Annotated[int | None, typer.Option(help="Seed for a repeatable run.")]
+_Resume = Annotated[Path | None, typer.Option(help="Continue this run folder from its last epoch.")]
+_Strategy = Annotated[
+    str | None,
+    typer.Option(help="auto | default | mirrored | multiworker (cluster from TF_CONFIG)."),
+]
+_CpuDevices = Annotated[
+    int | None, typer.Option(help="Split the CPU into N logical devices (mirrored on CPU).")
+]
+_MixedPrecision = Annotated[
+    str | None, typer.Option(help="off | float16 (GPU, loss scaling) | bfloat16.")
+]
+_Xla = Annotated[
+    bool | None, typer.Option("--xla/--no-xla", help="Compile the training step with XLA.")
+]
+_OkClass = Annotated[
+    str | None,
+    typer.Option(help="The no-defect class (default: one named ok, good, normal...)."),
+]
+_MaxEscapeRate = Annotated[
+    float | None,
+    typer.Option(help="Share of defects the operating point may call OK (default 0.01)."),
+]
+_Resize = Annotated[str | None, typer.Option(help="stretch | letterbox (keep the aspect ratio).")]
+
 
 def train(
-    data: Annotated[Path | None, typer.Option(help="Dataset root or TFRecord folder.")] = None,
-    out: Annotated[Path, typer.Option(help="Run folder to create.")] = Path("runs/train"),
-    config: Annotated[
-        str | None,
-        typer.Option(help="YAML config file or preset name (default, light, demo, detect)."),
-    ] = None,
-    task: Annotated[
-        str | None,
-        typer.Option(help="classify (one class per image) | detect (boxes; preset detect)."),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(help="imagenet | none | PATH to xception_imagenet_notop.weights.h5."),
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(min=0, help="Fine-tuning epochs (phase 2; detect: epochs).")
-    ] = None,
-    head_epochs: Annotated[int | None, typer.Option(min=0, help="Head epochs (phase 1).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Fine-tuning batch size per replica.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for a repeatable run.")] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue this run folder from its last epoch.")
-    ] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(help="auto | default | mirrored | multiworker (cluster from TF_CONFIG)."),
-    ] = None,
-    cpu_devices: Annotated[
-        int | None, typer.Option(help="Split the CPU into N logical devices (mirrored on CPU).")
-    ] = None,
-    mixed_precision: Annotated[
-        str | None, typer.Option(help="off | float16 (GPU, loss scaling) | bfloat16.")
-    ] = None,
-    xla: Annotated[
-        bool | None, typer.Option("--xla/--no-xla", help="Compile the training step with XLA.")
-    ] = None,
-    ok_class: Annotated[
-        str | None,
-        typer.Option(help="The no-defect class (default: one named ok, good, normal...)."),
-    ] = None,
-    max_escape_rate: Annotated[
-        float | None,
-        typer.Option(help="Share of defects the operating point may call OK (default 0.01)."),
-    ] = None,
-    resize: Annotated[
-        str | None, typer.Option(help="stretch | letterbox (keep the aspect ratio).")
-    ] = None,
+    data: _Data = None,
+    out: _Out = Path("runs/train"),
+    config: _Config = None,
+    task: _Task = None,
+    weights: _Weights = None,
+    epochs: _Epochs = None,
+    head_epochs: _HeadEpochs = None,
+    image_size: _ImageSize = None,
+    batch_size: _BatchSize = None,
+    seed: _Seed = None,
+    resume: _Resume = None,
+    strategy: _Strategy = None,
+    cpu_devices: _CpuDevices = None,
+    mixed_precision: _MixedPrecision = None,
+    xla: _Xla = None,
+    ok_class: _OkClass = None,
+    max_escape_rate: _MaxEscapeRate = None,
+    resize: _Resize = None,
 ) -> None:
     """Transfer learning: head on cached features, then fine-tuning; evaluates at the end.
 
@@ -76,18 +89,15 @@ def train(
         raise ConfigError("--data is required (or --resume RUN)")
     if task == "detect":
         config = config or "detect"
-        detect = {"epochs": epochs, "batch_size": batch_size}
-        epochs = batch_size = None  # the detector's, not fine-tuning's
-    options = dict(
-        task=task,
-        detect={k: v for k, v in detect.items() if v is not None} if task == "detect" else None,
+    options = _config_options(
+        task,
+        epochs,
+        batch_size,
         data=str(data),
         out=str(out),
         weights=weights,
         image_size=image_size,
-        batch_size=batch_size,
         seed=seed,
-        epochs=epochs,
         head_epochs=head_epochs,
         strategy=strategy,
         cpu_devices=cpu_devices,
@@ -106,18 +116,32 @@ def train(
     from defectscope.training import trainer  # imports Keras: after the quiet import
 
     result = trainer.resume(resume) if resume else trainer.train(resolved)
+    typer.echo(_summary(result))
+
+
+def _config_options(task: str | None, epochs, batch_size, **given) -> dict:
+    """The command's options as :func:`resolve_config` takes them: a detector's ``--epochs``
+    and ``--batch-size`` are its own, not fine-tuning's."""
+    if task != "detect":
+        return {"task": task, "detect": None, "epochs": epochs, "batch_size": batch_size, **given}
+    chosen = {"epochs": epochs, "batch_size": batch_size}
+    detect = {k: v for k, v in chosen.items() if v is not None}
+    return {"task": task, "detect": detect, "epochs": None, "batch_size": None, **given}
+
+
+def _summary(result) -> str:
+    """The line a finished run prints: its main figures, minutes and folder."""
     metrics = result.metrics
+    minutes = f"{result.seconds / 60:.1f} min"
     if not metrics:
-        typer.echo(f"worker done ({result.seconds / 60:.1f} min); the chief wrote {result.run_dir}")
-        return
+        return f"worker done ({minutes}); the chief wrote {result.run_dir}"
     if metrics.get("task") == "detect":
-        typer.echo(
+        return (
             f"mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map50_95']:.4f} "
-            f"({metrics['num_images']} images), {result.seconds / 60:.1f} min -> {result.run_dir}"
+            f"({metrics['num_images']} images), {minutes} -> {result.run_dir}"
         )
-        return
-    typer.echo(
+    return (
         f"accuracy {metrics['accuracy']:.4f} ({metrics['num_images'] - metrics['num_errors']}/"
         f"{metrics['num_images']}), macro F1 {metrics['macro_f1']:.4f}, "
-        f"{result.seconds / 60:.1f} min -> {result.run_dir}"
+        f"{minutes} -> {result.run_dir}"
     )
