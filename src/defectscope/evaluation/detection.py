@@ -124,8 +124,8 @@ def where_ap_goes(
         if found_set is None:
             return np.zeros(len(LOOSE_IOUS))
         precision = _evaluate(truth_set, found_set, LOOSE_IOUS).eval["precision"][..., 0, -1]
-        # per IoU, as pycocotools' summary averages: classes without a true box hold -1
-        return np.array([row[row > -1].mean() if (row > -1).any() else 0.0 for row in precision])
+        # per IoU; an IoU row without any true box (all -1) counts 0
+        return np.array([max(_mean_ap(row), 0.0) for row in precision])
 
     def one_class(boxes: list[ImageBoxes]) -> list[ImageBoxes]:
         return [ImageBoxes(b.boxes, np.zeros_like(b.labels), b.scores) for b in boxes]

@@ -18,7 +18,12 @@ from defectscope.core.atomic_io import atomic_write_text
 from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import check_resize
-from defectscope.models.detector import FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK, check_nms_iou
+from defectscope.models.detector import (
+    DEFAULT_MAX_DETECTIONS,
+    FIRST_TUNABLE_BLOCK,
+    LAST_TUNABLE_BLOCK,
+    check_nms_iou,
+)
 from defectscope.training.distribute import DistributeConfig
 
 
@@ -86,7 +91,7 @@ class DetectPhaseConfig:
     box_loss_beta: float = 1.0
     # boxes the decoder keeps per image; training raises it to the most true boxes one
     # training image holds when that is more, so dense images are not cut at 100
-    max_detections: int = 100
+    max_detections: int = DEFAULT_MAX_DETECTIONS
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
