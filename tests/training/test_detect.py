@@ -314,9 +314,12 @@ def test_box_loss_beta_must_be_positive() -> None:
             DetectPhaseConfig(box_loss_beta=bad)
 
 
-def test_max_detections_must_be_at_least_one() -> None:
-    with pytest.raises(ConfigError, match="max_detections must be >= 1, got 0"):
-        DetectPhaseConfig(max_detections=0)
+def test_max_detections_must_be_a_whole_number_at_least_one() -> None:
+    for bad in (0, "abc", 2.5, True):
+        with pytest.raises(
+            ConfigError, match=f"max_detections must be a whole number >= 1, got {bad!r}"
+        ):
+            DetectPhaseConfig(max_detections=bad)
 
 
 def test_a_run_with_another_box_loss_beta_saves_it_and_loads(

@@ -27,6 +27,15 @@ from defectscope.models.detector import (
 from defectscope.training.distribute import DistributeConfig
 
 
+def check_counts(config, names: tuple[str, ...], prefix: str = "") -> None:
+    """Each of ``config``'s fields ``names`` is a whole number >= 1 (a YAML string, a fraction
+    or a bool is named in the error instead of failing later)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{prefix}{name} must be a whole number >= 1, got {value!r}")
+
+
 @dataclass
 class HeadPhaseConfig:
     """Phase 1: the head alone, on backbone features computed once and cached."""
@@ -108,9 +117,7 @@ class DetectPhaseConfig:
             )
         if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
             raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
-        for name in ("epochs", "batch_size", "head_convs", "max_detections"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"detect.{name} must be >= 1, got {getattr(self, name)!r}")
+        check_counts(self, ("epochs", "batch_size", "head_convs", "max_detections"), "detect.")
         if not self.aspect_ratios or any(not ratio > 0 for ratio in self.aspect_ratios):
             raise ConfigError(
                 f"detect.aspect_ratios must be positive numbers, got {self.aspect_ratios!r}"
@@ -156,9 +163,7 @@ class TrainConfig:
             raise ConfigError(
                 f"class_weights must be 'auto', 'balanced' or 'none', got {self.class_weights!r}"
             )
-        for name in ("image_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        check_counts(self, ("image_size", "batch_size"))
         check_resize(self.resize)
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
