@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from defectscope.core.errors import ConfigError
+from defectscope.models.anchors import anchor_coverage
 from defectscope.models.detector import (
     PRIOR_PROBABILITY,
-    anchor_coverage,
     create_detector,
     register_detector_layers,
     set_nms_iou,

@@ -65,6 +65,29 @@ def most_boxes(source: DataSource) -> int:
     return int(counts.reduce(tf.constant(0), tf.maximum))
 
 
+def box_table(source: DataSource):
+    """Every box of ``source``'s images (its ``only`` members): normalised ``xyxy`` corners
+    (N x 4 float32, of the image's width and height) and class labels (N int64)."""
+    import numpy as np
+    import tensorflow as tf
+
+    def element(serialized):
+        parsed = parse_example(serialized)
+        corners = [OBJECT_BBOX_XMIN, OBJECT_BBOX_YMIN, OBJECT_BBOX_XMAX, OBJECT_BBOX_YMAX]
+        boxes = tf.stack([parsed[key] for key in corners], axis=-1)
+        return boxes, parsed[OBJECT_CLASS_LABEL], parsed[IMAGE_SOURCE_ID]
+
+    items = tf.data.TFRecordDataset(list(source.files)).map(element)
+    if source.only is not None:
+        keep = _member_of(source.only)
+        items = items.filter(lambda boxes, labels, source_id: keep(boxes, labels, source_id))
+    boxes, labels = [np.zeros((0, 4), np.float32)], [np.zeros((0,), np.int64)]
+    for image_boxes, image_labels, _ in items.as_numpy_iterator():
+        boxes.append(image_boxes.astype(np.float32))
+        labels.append(image_labels.astype(np.int64))
+    return np.concatenate(boxes), np.concatenate(labels)
+
+
 def box_rows(source: DataSource) -> int:
     """Rows of boxes per image for ``source``: :data:`MIN_BOX_ROWS`, or the most boxes one image
     of its shards holds when that is more."""

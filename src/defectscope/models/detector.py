@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 from defectscope.core.errors import ConfigError
+from defectscope.models.anchors import BOX_FORMAT, create_anchor_generator
 from defectscope.models.xception import resolve_weights
 
 PYRAMID_LAYERS = {
@@ -21,7 +22,6 @@ PYRAMID_LAYERS = {
     "P4": "block13_sepconv2_bn",
     "P5": "block14_sepconv2_act",
 }
-BOX_FORMAT = "xyxy"
 ENCODER_NAME = "xception_pyramid"
 
 
@@ -211,17 +211,9 @@ def _box_coding(
     max_detections: int,
 ):
     """KerasHub's anchor generator and label encoder, and the per-class decoder layer."""
-    from keras_hub.src.layers.modeling.anchor_generator import AnchorGenerator
     from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
-    anchors = AnchorGenerator(
-        BOX_FORMAT,
-        min_level=3,
-        max_level=max_level,
-        num_scales=3,
-        aspect_ratios=[float(ratio) for ratio in aspect_ratios],
-        anchor_size=anchor_size,
-    )
+    anchors = create_anchor_generator(max_level, anchor_size, aspect_ratios)
     # every true box gets its best anchor even below IoU 0.5: without it, 21 of 24 NEU
     # selection images of long, thin scratches had no positive anchor at all (AP@0.5 0.001)
     label_encoder = RetinaNetLabelEncoder(
@@ -305,27 +297,4 @@ def detector_settings(config) -> dict:
         "aspect_ratios": list(config.aspect_ratios),
         "nms_iou": config.nms_iou or DEFAULT_NMS_IOU,
         "max_detections": config.max_detections,
-    }
-
-
-def anchor_coverage(detector, boxes, labels, classes: list[str], threshold: float = 0.5) -> dict:
-    """Per class, the share of true boxes (pixel ``xyxy`` of the model input; label -1 pads)
-    whose best anchor overlaps them at IoU >= ``threshold``, the label encoder's match rule.
-    A low share means the anchors do not fit that class's box shapes."""
-    import numpy as np
-    from keras.utils import bounding_boxes
-
-    size = detector.backbone.image_encoder.image_size
-    anchors = detector.anchor_generator(np.zeros((size, size, 3), np.float32))
-    anchors = np.concatenate([np.asarray(level) for level in anchors.values()])
-    flat_boxes, flat_labels = np.reshape(boxes, (-1, 4)), np.reshape(labels, (-1,))
-    real = flat_labels >= 0
-    flat_boxes, flat_labels = flat_boxes[real].astype(np.float32), flat_labels[real].astype(int)
-    if not len(flat_boxes):
-        return {}
-    best = np.asarray(bounding_boxes.compute_iou(flat_boxes, anchors, BOX_FORMAT)).max(axis=1)
-    return {
-        name: float(np.mean(best[flat_labels == index] >= threshold))
-        for index, name in enumerate(classes)
-        if (flat_labels == index).any()
     }

@@ -7,6 +7,7 @@ The dataclass defaults *are* the default recipe (preset ``default``); the YAML p
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from defectscope.core.atomic_io import atomic_write_text
 from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import check_resize
+from defectscope.models.anchors import AUTO_ANCHOR_SIZE
 from defectscope.models.detector import (
     DEFAULT_MAX_DETECTIONS,
     FIRST_TUNABLE_BLOCK,
@@ -78,7 +80,9 @@ class DetectPhaseConfig:
     warmup_epochs: float = 1.0
     batch_size: int = 16
     head_convs: int = 2  # convolutions before each prediction head (KerasHub's default is 4)
-    anchor_size: float = 4.0  # anchors of 4 x 2^level pixels (P3: 32) at three scales
+    # anchors of anchor_size x 2^level pixels (P3: 32 at 4) at three scales; "auto": the size
+    # that gives the most training boxes of the worst-matched class an anchor (models.anchors)
+    anchor_size: float | str = 4.0
     # height / width of the anchors; KerasHub's 0.5-2 leave long thin defects without a
     # matching anchor (NEU-DET training scratches with an anchor at IoU >= 0.5: 16% -> 78%)
     aspect_ratios: list[float] = field(default_factory=lambda: [0.2, 0.5, 1.0, 2.0, 5.0])
@@ -124,6 +128,14 @@ class DetectPhaseConfig:
             )
         if self.patience < 0:
             raise ConfigError(f"detect.patience must be >= 0 (0: off), got {self.patience!r}")
+        size = self.anchor_size
+        if size != AUTO_ANCHOR_SIZE and (
+            isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf
+        ):
+            raise ConfigError(
+                f"detect.anchor_size must be a number > 0 or {AUTO_ANCHOR_SIZE!r}, "
+                f"got {self.anchor_size!r}"
+            )
         if not 5 <= self.max_level <= 7:
             raise ConfigError(f"detect.max_level must be 5, 6 or 7, got {self.max_level!r}")
 

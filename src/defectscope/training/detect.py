@@ -23,13 +23,13 @@ import numpy as np
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
-from defectscope.data.detection import most_boxes
+from defectscope.data.detection import box_table, most_boxes
 from defectscope.data.discovery import BACKGROUND
 from defectscope.data.pipeline import DataSource
 from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
+from defectscope.models.anchors import AUTO_ANCHOR_SIZE, anchor_coverage, choose_anchor_size
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
-    anchor_coverage,
     compiled_decoder,
     create_detector,
     detector_settings,
@@ -325,6 +325,32 @@ def fit_max_detections(config: TrainConfig, train: DataSource) -> TrainConfig:
     )
     detect = dataclasses.replace(config.detect, max_detections=most)
     return dataclasses.replace(config, detect=detect)
+
+
+def fit_anchor_size(config: TrainConfig, train: DataSource, classes: list[str]) -> TrainConfig:
+    """``config`` with ``detect.anchor_size: auto`` replaced by the size that fits the training
+    boxes best (:func:`choose_anchor_size`); a number is kept as it is."""
+    phase = config.detect
+    if phase.anchor_size != AUTO_ANCHOR_SIZE:
+        return config
+    boxes, labels = box_table(train)
+    size, coverage = choose_anchor_size(
+        boxes * config.image_size,
+        labels,
+        classes,
+        config.image_size,
+        phase.max_level,
+        phase.aspect_ratios,
+    )
+    log.info(
+        "detect.anchor_size auto: %.3g (P3 anchors of %.0f px); boxes of %s with an anchor at "
+        "IoU >= 0.5: %s",
+        size,
+        8 * size,
+        train.split,
+        ", ".join(f"{name} {share:.0%}" for name, share in coverage.items()) or "no box",
+    )
+    return dataclasses.replace(config, detect=dataclasses.replace(phase, anchor_size=size))
 
 
 def fit_copies(phase) -> list[str]:

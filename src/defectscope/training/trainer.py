@@ -32,7 +32,12 @@ from defectscope.training.calibrate import calibrate
 from defectscope.training.callbacks import read_results, save_for_inference
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import TrainConfig
-from defectscope.training.detect import detector_classes, fit_max_detections, train_detector
+from defectscope.training.detect import (
+    detector_classes,
+    fit_anchor_size,
+    fit_max_detections,
+    train_detector,
+)
 from defectscope.training.distribute import (
     DistributeConfig,
     create_strategy,
@@ -238,6 +243,7 @@ def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainR
     write_splits(sources, run.root / "splits.csv")
     config = fit_max_detections(config, sources.fit)
     classes = detector_classes(sources.classes)
+    config = fit_anchor_size(config, sources.fit, classes)
     settings = detector_settings(config.detect)
     _write_detector_metadata(run, config, classes, settings)
     nms = train_detector(run, config, sources)
