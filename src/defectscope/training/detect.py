@@ -27,7 +27,12 @@ from defectscope.data.detection import box_table, most_boxes
 from defectscope.data.discovery import BACKGROUND
 from defectscope.data.pipeline import DataSource
 from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
-from defectscope.models.anchors import AUTO_ANCHOR_SIZE, anchor_coverage, choose_anchor_size
+from defectscope.models.anchors import (
+    AUTO_ANCHOR_SIZE,
+    MAX_BOXES_PER_CLASS,
+    anchor_coverage,
+    choose_anchor_size,
+)
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
     compiled_decoder,
@@ -334,7 +339,7 @@ def fit_anchor_size(config: TrainConfig, train: DataSource, classes: list[str]) 
     if phase.anchor_size != AUTO_ANCHOR_SIZE:
         return config
     boxes, labels = box_table(train)
-    size, coverage = choose_anchor_size(
+    size, _ = choose_anchor_size(
         boxes * config.image_size,
         labels,
         classes,
@@ -343,12 +348,13 @@ def fit_anchor_size(config: TrainConfig, train: DataSource, classes: list[str]) 
         phase.aspect_ratios,
     )
     log.info(
-        "detect.anchor_size auto: %.3g (P3 anchors of %.0f px); boxes of %s with an anchor at "
-        "IoU >= 0.5: %s",
+        "detect.anchor_size auto: %.3g (P3 anchors of %.0f px), chosen on the %d boxes of %s "
+        "(up to %d per class)",
         size,
         8 * size,
+        len(boxes),
         train.split,
-        ", ".join(f"{name} {share:.0%}" for name, share in coverage.items()) or "no box",
+        MAX_BOXES_PER_CLASS,
     )
     return dataclasses.replace(config, detect=dataclasses.replace(phase, anchor_size=size))
 
