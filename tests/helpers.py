@@ -142,3 +142,13 @@ def within(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def saved_detector(run: Path, name: str = "last"):
+    """A run's saved ``weights/NAME.keras`` detector, loaded as Keras saved it."""
+    import keras
+
+    from defectscope.models.detector import register_detector_layers
+
+    register_detector_layers()
+    return keras.saving.load_model(run / "weights" / f"{name}.keras", compile=False)

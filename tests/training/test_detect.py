@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.helpers import (
     dense_voc_dataset,
     grey_png,
     results_rows,
+    saved_detector,
     tiny_config,
     tiny_detector_config,
 )
@@ -39,7 +39,7 @@ def test_a_detector_run_folder_holds_what_a_classifier_run_holds(tiny_detector_r
     shown, f1 = metadata["box_confidence"], metadata["box_confidence_selection_f1"]
     assert f1[f"{shown:.2f}"] == max(f1.values()) and len(f1) == len(BOX_CONFIDENCE_CANDIDATES)
     for saved in ("best", "last"):
-        assert _saved_detector(run, saved).prediction_decoder.iou_threshold == chosen, saved
+        assert saved_detector(run, saved).prediction_decoder.iou_threshold == chosen, saved
     rows = results_rows(run, "detect")
     assert len(rows) == 1 and rows[0]["selection_map50"] != ""
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
@@ -160,19 +160,10 @@ def test_tuned_encoder_blocks_train_with_the_heads_at_a_scaled_rate() -> None:
     np.testing.assert_allclose(steps["tuned"], 0.001, rtol=0.05)
 
 
-def _saved_detector(run: Path, name: str = "last"):
-    import keras
-
-    from defectscope.models.detector import register_detector_layers
-
-    register_detector_layers()
-    return keras.saving.load_model(run / "weights" / f"{name}.keras", compile=False)
-
-
 def _saved_encoder_kernel(run: Path, layer: str):
     import keras
 
-    detector = _saved_detector(run)
+    detector = saved_detector(run)
     return keras.ops.convert_to_numpy(
         detector.backbone.image_encoder.get_layer(layer).pointwise_kernel
     )
@@ -192,7 +183,7 @@ def test_a_run_with_tuned_encoder_blocks_caches_their_input_and_saves_them(
     assert 0.0 <= result.metrics["map50"] <= 1.0
     metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
     assert metadata["detector"]["nms_iou"] == 0.45 and "nms_iou_selection_map50" not in metadata
-    assert _saved_detector(tmp_path / "run", "best").prediction_decoder.iou_threshold == 0.45
+    assert saved_detector(tmp_path / "run", "best").prediction_decoder.iou_threshold == 0.45
     caches = sorted((tmp_path / ".feature-cache").glob("pyramid-*"))
     assert caches
     for cache in caches:
@@ -332,7 +323,7 @@ def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
     result = train(config)
     assert "map50" in result.metrics
     assert "box_loss_beta: 0.1" in (tmp_path / "run" / "config.yaml").read_text()
-    assert _saved_detector(tmp_path / "run", "best") is not None
+    assert saved_detector(tmp_path / "run", "best") is not None
 
 
 def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_path: Path) -> None:
@@ -349,37 +340,3 @@ def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_pa
     metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
     assert metadata["detector"]["max_detections"] == many
     assert load_detector(tmp_path / "run").model.prediction_decoder.max_detections == many
-
-
-def test_anchor_size_is_a_positive_number_or_auto() -> None:
-    assert DetectPhaseConfig(anchor_size="auto").anchor_size == "auto"
-    assert DetectPhaseConfig(anchor_size=3).anchor_size == 3
-    for bad in (0, -2.0, float("inf"), "big", True, None, [4]):
-        message = f"detect.anchor_size must be a number > 0 or 'auto', got {bad!r}"
-        with pytest.raises(ConfigError, match=re.escape(message)):
-            DetectPhaseConfig(anchor_size=bad)
-
-
-def test_an_auto_anchor_size_is_chosen_on_the_training_boxes_and_saved(
-    synthetic_records: Path, tmp_path: Path
-) -> None:
-    """config.yaml keeps ``auto`` (a resume chooses again, alike); the metadata, the exports'
-    decoders and the saved detector carry the size chosen on the fit images' boxes."""
-    from defectscope.data.detection import box_table
-    from defectscope.models.anchors import choose_anchor_size
-    from defectscope.training.sources import open_run_sources
-
-    config = tiny_detector_config(
-        synthetic_records, tmp_path / "run", detect={"epochs": 1, "anchor_size": "auto"}
-    )
-    train(config)
-    assert "anchor_size: auto" in (tmp_path / "run" / "config.yaml").read_text()
-    metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
-    fit = open_run_sources(config).fit
-    boxes, labels = box_table(fit)
-    expected, _ = choose_anchor_size(
-        boxes * 96, labels, metadata["classes"], 96, 7, config.detect.aspect_ratios
-    )
-    assert metadata["detector"]["anchor_size"] == expected
-    for saved in ("best", "last"):
-        assert _saved_detector(tmp_path / "run", saved).anchor_generator.anchor_size == expected

@@ -13,7 +13,6 @@ by default: on NEU-DET tuning blocks 13-14 scored below the frozen encoder, docs
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,16 +22,8 @@ import numpy as np
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
-from defectscope.data.detection import box_table, most_boxes
 from defectscope.data.discovery import BACKGROUND
-from defectscope.data.pipeline import DataSource
 from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
-from defectscope.models.anchors import (
-    AUTO_ANCHOR_SIZE,
-    MAX_BOXES_PER_CLASS,
-    anchor_coverage,
-    choose_anchor_size,
-)
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
     compiled_decoder,
@@ -51,6 +42,7 @@ from defectscope.training.callbacks import (
     read_results,
 )
 from defectscope.training.config import TrainConfig
+from defectscope.training.detect_fit import report_anchor_coverage
 from defectscope.training.distribute import epoch_seed
 from defectscope.training.pyramid_cache import (
     PyramidCache,
@@ -293,70 +285,6 @@ def detector_classes(classes: list[str]) -> list[str]:
     """The box classes: the dataset's, without the ``background`` of images without boxes
     (discovery puts it last, so box labels index both lists alike)."""
     return [name for name in classes if name != BACKGROUND]
-
-
-def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) -> dict:
-    """Log, per class, the share of fit boxes an anchor matches; warn below one half."""
-    coverage = anchor_coverage(detector, cache.boxes(), cache.labels(), classes)
-    log.info(
-        "true boxes with an anchor at IoU >= 0.5: %s",
-        ", ".join(f"{name} {share:.0%}" for name, share in coverage.items()),
-    )
-    for name, share in coverage.items():
-        if share < 0.5:
-            log.warning(
-                "class %r: only %.0f%% of its boxes have an anchor at IoU >= 0.5; its box shapes "
-                "may need other detect.aspect_ratios or detect.anchor_size",
-                name,
-                100 * share,
-            )
-    return coverage
-
-
-def fit_max_detections(config: TrainConfig, train: DataSource) -> TrainConfig:
-    """``config`` whose decoder keeps as many boxes per image as the training image with the
-    most true boxes holds, when that is more than ``detect.max_detections`` (a cap below it
-    would cut the recall of dense images, unseen)."""
-    most = most_boxes(train)
-    if most <= config.detect.max_detections:
-        return config
-    log.warning(
-        "an image of %s holds %d true boxes: the detector keeps up to %d boxes per image "
-        "(detect.max_detections %d)",
-        train.split,
-        most,
-        most,
-        config.detect.max_detections,
-    )
-    detect = dataclasses.replace(config.detect, max_detections=most)
-    return dataclasses.replace(config, detect=detect)
-
-
-def fit_anchor_size(config: TrainConfig, train: DataSource, classes: list[str]) -> TrainConfig:
-    """``config`` with ``detect.anchor_size: auto`` replaced by the size that fits the training
-    boxes best (:func:`choose_anchor_size`); a number is kept as it is."""
-    phase = config.detect
-    if phase.anchor_size != AUTO_ANCHOR_SIZE:
-        return config
-    boxes, labels = box_table(train)
-    size, _ = choose_anchor_size(
-        boxes * config.image_size,
-        labels,
-        classes,
-        config.image_size,
-        phase.max_level,
-        phase.aspect_ratios,
-    )
-    log.info(
-        "detect.anchor_size auto: %.3g (P3 anchors of %.0f px), chosen on the %d boxes of %s "
-        "(up to %d per class)",
-        size,
-        8 * size,
-        len(boxes),
-        train.split,
-        MAX_BOXES_PER_CLASS,
-    )
-    return dataclasses.replace(config, detect=dataclasses.replace(phase, anchor_size=size))
 
 
 def fit_copies(phase) -> list[str]:

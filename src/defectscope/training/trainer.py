@@ -32,12 +32,8 @@ from defectscope.training.calibrate import calibrate
 from defectscope.training.callbacks import read_results, save_for_inference
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import TrainConfig
-from defectscope.training.detect import (
-    detector_classes,
-    fit_anchor_size,
-    fit_max_detections,
-    train_detector,
-)
+from defectscope.training.detect import detector_classes, train_detector
+from defectscope.training.detect_fit import fit_anchor_size, fit_max_detections
 from defectscope.training.distribute import (
     DistributeConfig,
     create_strategy,
