@@ -10,11 +10,15 @@ from PIL import Image
 
 from defectscope.core.errors import ConfigError
 from defectscope.data.detection import (
+    CROP_KEEP,
+    CROP_SIDE,
     FLIPS,
     MIN_BOX_ROWS,
     box_rows,
     create_detection_dataset,
+    crop_copy,
     records_for,
+    window_boxes,
 )
 from defectscope.data.pipeline import open_source
 from defectscope.data.synthetic import voc_xml
@@ -51,31 +55,86 @@ def one_box_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return records_for(root, root.parent / "one-box-records")
 
 
-@pytest.mark.parametrize("flip", FLIPS)
-def test_each_copy_moves_the_image_and_its_box_together(one_box_records: Path, flip: str) -> None:
-    source = open_source(one_box_records, "train")
-    images, target, _ = next(iter(create_detection_dataset(source, SIZE, flip=flip)))
-    image, boxes, labels = images[0].numpy(), target["boxes"][0].numpy(), target["labels"][0]
-    assert boxes.shape == (MIN_BOX_ROWS, 4) and list(labels.numpy()[:2]) == [0, -1]
-    xmin, ymin, xmax, ymax = np.round(boxes[0]).astype(int)
+def _first(records: Path, copy: str):
+    """The image, its first box's pixel corners and its classes, as the copy ``copy``."""
+    source = open_source(records, "train")
+    images, target, _ = next(iter(create_detection_dataset(source, SIZE, copy=copy)))
+    boxes, labels = target["boxes"][0].numpy(), target["labels"][0].numpy()
+    assert boxes.shape == (MIN_BOX_ROWS, 4) and labels.shape == (MIN_BOX_ROWS,)
+    return images[0].numpy(), np.round(boxes[0]).astype(int), labels
+
+
+def _box_frames_the_bright_pixels(image: np.ndarray, box) -> bool:
+    xmin, ymin, xmax, ymax = box
+    brightness = image.mean(axis=-1)
+    inside = brightness[ymin + 2 : ymax - 2, xmin + 2 : xmax - 2]
+    outside = brightness.copy()
+    outside[max(ymin - 2, 0) : ymax + 2, max(xmin - 2, 0) : xmax + 2] = np.nan
+    return inside.size > 0 and inside.min() > 200 and np.nanmax(outside) < 50
+
+
+@pytest.mark.parametrize("copy", FLIPS)
+def test_each_copy_moves_the_image_and_its_box_together(one_box_records: Path, copy: str) -> None:
+    image, box, labels = _first(one_box_records, copy)
+    assert list(labels[:2]) == [0, -1]
     expected = {
         "none": BOX,
         "horizontal": (SIZE - BOX[2], BOX[1], SIZE - BOX[0], BOX[3]),
         "vertical": (BOX[0], SIZE - BOX[3], BOX[2], SIZE - BOX[1]),
         "transpose": (BOX[1], BOX[0], BOX[3], BOX[2]),
-    }[flip]
-    assert (xmin, ymin, xmax, ymax) == expected
-    brightness = image.mean(axis=-1)
-    inside = brightness[ymin + 2 : ymax - 2, xmin + 2 : xmax - 2]
-    outside = brightness.copy()
-    outside[max(ymin - 2, 0) : ymax + 2, max(xmin - 2, 0) : xmax + 2] = np.nan
-    assert inside.min() > 200 and np.nanmax(outside) < 50, flip
+    }[copy]
+    assert tuple(box) == expected
+    assert _box_frames_the_bright_pixels(image, box), copy
+
+
+def test_crop_copies_enlarge_a_random_window_and_move_its_box_with_it(
+    one_box_records: Path,
+) -> None:
+    """Each crop copy is its own window (seeded by the copy and the image), the same whenever
+    it is computed; the kept box frames the bright rectangle, wherever the window put it."""
+    seen = set()
+    for index in range(8):
+        image, box, labels = _first(one_box_records, crop_copy(index))
+        again, same_box, _ = _first(one_box_records, crop_copy(index))
+        assert np.array_equal(image, again) and np.array_equal(box, same_box)
+        assert list(labels[1:3]) == [-1, -1]
+        if labels[0] == 0:
+            assert _box_frames_the_bright_pixels(image, box), (index, box)
+            if min(box[:2]) > 0 and max(box[2:]) < SIZE:  # not cut by the window's edge
+                # the window's side is 0.6-1 of the image's: the box grows by 1 to 1/0.6
+                for got, was in (
+                    (box[2] - box[0], BOX[2] - BOX[0]),
+                    (box[3] - box[1], BOX[3] - BOX[1]),
+                ):
+                    assert was - 2 <= got <= was / CROP_SIDE[0] + 2, (index, box)
+        seen.add(tuple(box))
+    assert len(seen) >= 6  # windows differ between copies
+
+
+def test_a_box_mostly_outside_the_window_is_dropped_and_the_kept_ones_come_first() -> None:
+    corners = np.array(
+        [[0.0, 0.0, 0.5, 0.2], [0.4, 0.4, 0.6, 0.6], [0.2, 0.2, 0.3, 0.4], [0.1, 0.1, 0.3, 0.3]],
+        np.float32,
+    )
+    labels = np.array([3.0, 1.0, 2.0, 0.0], np.float32)
+    window = (0.25, 0.25, 0.5, 0.5)  # the middle of the image, enlarged twice
+    boxes, kept = window_boxes(corners, labels, window, False, False)
+    # inside the window: none of the first box, all of the second, 3/8 of the third (kept,
+    # clipped), 1/16 of the fourth (dropped)
+    assert 1 / 16 < CROP_KEEP <= 3 / 8
+    np.testing.assert_allclose(
+        boxes.numpy()[:2], [[0.3, 0.3, 0.7, 0.7], [0.0, 0.0, 0.1, 0.3]], atol=1e-6
+    )
+    assert list(kept.numpy()) == [1.0, 2.0, -1.0, -1.0] and not boxes.numpy()[2:].any()
+    mirrored, _ = window_boxes(corners, labels, window, True, True)
+    np.testing.assert_allclose(mirrored.numpy()[1], [0.9, 0.7, 1.0, 1.0], atol=1e-6)
 
 
 def test_an_unknown_copy_is_refused_with_its_name(one_box_records: Path) -> None:
     source = open_source(one_box_records, "train")
-    with pytest.raises(ConfigError, match="'rotate'"):
-        create_detection_dataset(source, SIZE, flip="rotate")
+    for bad in ("rotate", "crop-", "crop-x", "crop-1-2"):
+        with pytest.raises(ConfigError, match=repr(bad)):
+            create_detection_dataset(source, SIZE, copy=bad)
 
 
 def test_no_box_of_a_densely_annotated_image_is_dropped(tmp_path: Path) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from defectscope.core.errors import ConfigError
 from defectscope.evaluation.detection import BOX_CONFIDENCE_CANDIDATES
 from defectscope.inference.detector import load_detector
 from defectscope.training.checks import check_train_config
-from defectscope.training.config import DetectPhaseConfig
+from defectscope.training.config import MAX_CROPS, DetectPhaseConfig
 from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
 from defectscope.training.trainer import resume, train
 from tests.helpers import (
@@ -96,6 +98,34 @@ def test_the_cached_copies_follow_flips_and_transpose() -> None:
     assert fit_copies(both) == ["none", "horizontal", "vertical", "transpose"]
     assert fit_copies(DetectPhaseConfig(flips=False, transpose=True)) == ["none", "transpose"]
     assert fit_copies(DetectPhaseConfig(flips=False)) == ["none"]
+    cropped = DetectPhaseConfig(crop_copies=2)
+    assert fit_copies(cropped) == ["none", "horizontal", "vertical", "crop-0", "crop-1"]
+
+
+def test_crop_copies_must_be_a_whole_number_within_bounds() -> None:
+    for bad in (-1, 1.5, True, "2", MAX_CROPS + 1, None):
+        with pytest.raises(ConfigError, match=rf"crop_copies must be .*got {re.escape(repr(bad))}"):
+            DetectPhaseConfig(crop_copies=bad)
+    assert DetectPhaseConfig(crop_copies=MAX_CROPS).crop_copies == MAX_CROPS
+
+
+def test_a_run_with_crop_copies_caches_and_trains_on_them(
+    synthetic_records: Path, tmp_path: Path
+) -> None:
+    config = tiny_detector_config(
+        synthetic_records, tmp_path / "run", detect={"epochs": 1, "crop_copies": 2}
+    )
+    result = train(config)
+    assert "map50" in result.metrics
+    caches = tmp_path / ".feature-cache"
+    for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):
+        (folder,) = caches.glob(f"pyramid-train-fit-{copy}-*")
+        assert (folder / "complete").is_file(), copy
+    plain, cropped = (
+        np.load(next(caches.glob(f"pyramid-train-fit-{copy}-*")) / "boxes.npy")
+        for copy in ("none", "crop-0")
+    )
+    assert plain.shape == cropped.shape and not np.array_equal(plain, cropped)
 
 
 def test_classification_config_is_untouched_by_the_detect_section(tmp_path: Path) -> None:

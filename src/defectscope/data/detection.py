@@ -3,24 +3,30 @@
 Elements are ``(image, boxes, labels, source_id)``: the float32 image at the detector's square
 input (the one decode path, stretched), the boxes as pixel ``xyxy`` corners of that input padded
 to :func:`box_rows` rows (every box of every image: none is dropped), the class of each (-1 for
-padding, and for a box whose class is not one of the dataset's classes). ``flip`` mirrors image
-and boxes together, left-right, up-down or along the main diagonal ("transpose": a quarter turn
-and a mirror), for the cached augmented copies of the training set.
+padding, and for a box whose class is not one of the dataset's classes). ``copy`` names the
+cached augmented copies of the training set: a mirroring of image and boxes together
+(left-right, up-down, or along the main diagonal, "transpose": a quarter turn and a mirror), or
+``crop-N``, a random window of each image enlarged to the input (scale and position jitter),
+drawn from ``N`` and the image's id, so a copy is the same whenever it is computed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 import tempfile
 from pathlib import Path
 
 from defectscope.core.errors import ConfigError
+from defectscope.data.images import decode_image_tensor
 from defectscope.data.pipeline import (
     DataSource,
     DataSourceError,
     _member_of,
     is_tfrecord_folder,
     preprocess_encoded,
+    resize_for_model,
 )
 from defectscope.data.tfrecord_features import (
     IMAGE_ENCODED,
@@ -37,6 +43,24 @@ log = logging.getLogger(__name__)
 
 MIN_BOX_ROWS = 64  # box rows per image at least (NEU-DET has at most 9 boxes in one image)
 FLIPS = ("none", "horizontal", "vertical", "transpose")
+# crop copies: a window whose sides are this share of the image's (drawn uniformly), at a
+# random place, mirrored left-right and up-down at random; a box cut by the window stays
+# (clipped to it) when at least CROP_KEEP of its area is inside, else it is dropped
+CROP_SIDE = (0.6, 1.0)
+CROP_KEEP = 0.25
+_CROP_NAME = re.compile(r"crop-(\d+)")
+
+
+def crop_copy(index: int) -> str:
+    """The name of the ``index``-th random-crop copy (its seed)."""
+    return f"crop-{index}"
+
+
+def check_copy(copy: str) -> str:
+    """``copy`` if it names a mirroring (:data:`FLIPS`) or a crop copy, else a ConfigError."""
+    if copy not in FLIPS and not _CROP_NAME.fullmatch(str(copy)):
+        raise ConfigError(f"a cached copy must be one of {FLIPS} or crop-N, got {copy!r}")
+    return copy
 
 
 def records_for(data: str | Path, out: Path | None = None) -> Path:
@@ -73,14 +97,11 @@ def box_table(source: DataSource):
 
     def element(serialized):
         parsed = parse_example(serialized)
-        corners = [OBJECT_BBOX_XMIN, OBJECT_BBOX_YMIN, OBJECT_BBOX_XMAX, OBJECT_BBOX_YMAX]
-        boxes = tf.stack([parsed[key] for key in corners], axis=-1)
-        return boxes, parsed[OBJECT_CLASS_LABEL], parsed[IMAGE_SOURCE_ID]
+        return _corners(parsed)[0], parsed[OBJECT_CLASS_LABEL], parsed[IMAGE_SOURCE_ID]
 
     items = tf.data.TFRecordDataset(list(source.files)).map(element)
     if source.only is not None:
-        keep = _member_of(source.only)
-        items = items.filter(lambda boxes, labels, source_id: keep(boxes, labels, source_id))
+        items = items.filter(_member_of(source.only))
     boxes, labels = [np.zeros((0, 4), np.float32)], [np.zeros((0,), np.int64)]
     for image_boxes, image_labels, _ in items.as_numpy_iterator():
         boxes.append(image_boxes.astype(np.float32))
@@ -101,21 +122,83 @@ def box_rows(source: DataSource) -> int:
     return max(MIN_BOX_ROWS, most)
 
 
-def _boxes(parsed: dict, size: int, flip: str, rows: int):
+def _corners(parsed: dict):
+    """The boxes as normalised ``xyxy`` corners (N x 4) and their classes (float, N)."""
     import tensorflow as tf
 
-    xmin, xmax = parsed[OBJECT_BBOX_XMIN], parsed[OBJECT_BBOX_XMAX]
-    ymin, ymax = parsed[OBJECT_BBOX_YMIN], parsed[OBJECT_BBOX_YMAX]
-    if flip == "horizontal":
-        xmin, xmax = 1.0 - xmax, 1.0 - xmin
-    elif flip == "vertical":
-        ymin, ymax = 1.0 - ymax, 1.0 - ymin
-    elif flip == "transpose":
-        xmin, ymin, xmax, ymax = ymin, xmin, ymax, xmax
-    boxes = tf.stack([xmin, ymin, xmax, ymax], axis=-1) * float(size)
-    labels = tf.cast(parsed[OBJECT_CLASS_LABEL], tf.float32)
+    keys = [OBJECT_BBOX_XMIN, OBJECT_BBOX_YMIN, OBJECT_BBOX_XMAX, OBJECT_BBOX_YMAX]
+    corners = tf.stack([parsed[key] for key in keys], axis=-1)
+    return corners, tf.cast(parsed[OBJECT_CLASS_LABEL], tf.float32)
+
+
+def _mirrored(parsed: dict, image_size: int, copy: str):
+    """The plain image and boxes, or both mirrored as ``copy`` says."""
+    import tensorflow as tf
+
+    image = preprocess_encoded(parsed[IMAGE_ENCODED], image_size)
+    corners, labels = _corners(parsed)
+    xmin, ymin, xmax, ymax = tf.unstack(corners, 4, axis=-1)
+    if copy == "horizontal":
+        image, xmin, xmax = tf.image.flip_left_right(image), 1.0 - xmax, 1.0 - xmin
+    elif copy == "vertical":
+        image, ymin, ymax = tf.image.flip_up_down(image), 1.0 - ymax, 1.0 - ymin
+    elif copy == "transpose":
+        image, xmin, ymin, xmax, ymax = tf.image.transpose(image), ymin, xmin, ymax, xmax
+    return image, tf.stack([xmin, ymin, xmax, ymax], axis=-1), labels
+
+
+def window_boxes(corners, labels, window, mirror_x, mirror_y):
+    """Normalised boxes seen through ``window`` (left, top, width, height, as shares of the
+    image), then mirrored: clipped to the window; a box with less than :data:`CROP_KEEP` of its
+    area inside is dropped (class -1, box 0). Kept boxes come first, in their order."""
+    import tensorflow as tf
+
+    left, top, width, height = window
+    xmin, ymin, xmax, ymax = tf.unstack(corners, 4, axis=-1)
+    xmin, xmax = (xmin - left) / width, (xmax - left) / width
+    ymin, ymax = (ymin - top) / height, (ymax - top) / height
+    full = (xmax - xmin) * (ymax - ymin)
+    xmin, ymin = tf.clip_by_value(xmin, 0.0, 1.0), tf.clip_by_value(ymin, 0.0, 1.0)
+    xmax, ymax = tf.clip_by_value(xmax, 0.0, 1.0), tf.clip_by_value(ymax, 0.0, 1.0)
+    inside = tf.maximum(xmax - xmin, 0.0) * tf.maximum(ymax - ymin, 0.0)
+    keep = (inside > 0) & (inside >= CROP_KEEP * full)
+    xmin, xmax = tf.where(mirror_x, 1.0 - xmax, xmin), tf.where(mirror_x, 1.0 - xmin, xmax)
+    ymin, ymax = tf.where(mirror_y, 1.0 - ymax, ymin), tf.where(mirror_y, 1.0 - ymin, ymax)
+    boxes = tf.where(keep[:, None], tf.stack([xmin, ymin, xmax, ymax], axis=-1), 0.0)
+    labels = tf.where(keep, labels, -1.0)
+    order = tf.argsort(tf.cast(~keep, tf.int32), stable=True)
+    return tf.gather(boxes, order), tf.gather(labels, order)
+
+
+def _cropped(parsed: dict, image_size: int, seed: int):
+    """A random window of the image (drawn from ``seed`` and the image's id), enlarged to the
+    input by the same resize as every image, mirrored at random; its boxes with it."""
+    import tensorflow as tf
+
+    pixels = decode_image_tensor(parsed[IMAGE_ENCODED], math.ceil(image_size / CROP_SIDE[0]))
+    image_id = tf.strings.to_hash_bucket_fast(parsed[IMAGE_SOURCE_ID], 2**31 - 1)
+    draws = tf.random.stateless_uniform([5], seed=tf.stack([tf.constant(seed, tf.int64), image_id]))
+    shape = tf.cast(tf.shape(pixels)[:2], tf.float32)
+    side = CROP_SIDE[0] + (CROP_SIDE[1] - CROP_SIDE[0]) * draws[0]
+    size = tf.maximum(tf.round(shape * side), 1.0)  # height, width in pixels
+    start = tf.floor((shape - size) * draws[1:3])
+    first, extent = tf.cast(start, tf.int32), tf.cast(size, tf.int32)
+    window = pixels[first[0] : first[0] + extent[0], first[1] : first[1] + extent[1]]
+    image = resize_for_model(window, image_size)
+    mirror_x, mirror_y = draws[3] < 0.5, draws[4] < 0.5
+    image = tf.where(mirror_x, tf.image.flip_left_right(image), image)
+    image = tf.where(mirror_y, tf.image.flip_up_down(image), image)
+    share = (start[1] / shape[1], start[0] / shape[0], size[1] / shape[1], size[0] / shape[0])
+    corners, labels = _corners(parsed)
+    return image, *window_boxes(corners, labels, share, mirror_x, mirror_y)
+
+
+def _padded(corners, labels, size: int, rows: int):
+    """Normalised corners -> pixel corners of the input, padded to ``rows`` (class -1)."""
+    import tensorflow as tf
+
     pad = rows - tf.shape(labels)[0]
-    boxes = tf.pad(boxes, [[0, pad], [0, 0]])
+    boxes = tf.pad(corners * float(size), [[0, pad], [0, 0]])
     labels = tf.pad(labels, [[0, pad]], constant_values=-1.0)
     return tf.ensure_shape(boxes, [rows, 4]), tf.ensure_shape(labels, [rows])
 
@@ -124,17 +207,17 @@ def create_detection_dataset(
     source: DataSource,
     image_size: int,
     batch_size: int = 16,
-    flip: str = "none",
+    copy: str = "none",
     shuffle: bool = False,
     seed: int | None = None,
 ):
-    """Batched ``(images, {"boxes", "labels"}, source_ids)`` of a TFRecord source."""
+    """Batched ``(images, {"boxes", "labels"}, source_ids)`` of a TFRecord source, as the
+    cached copy ``copy`` (a mirroring or a crop copy) shows them."""
     import tensorflow as tf
 
     if source.kind != "tfrecord":
         raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
-    if flip not in FLIPS:
-        raise ConfigError(f"flip must be one of {FLIPS}, got {flip!r}")
+    crop = _CROP_NAME.fullmatch(check_copy(copy))
     rows = box_rows(source)
     records = tf.data.TFRecordDataset(list(source.files))
     if shuffle:
@@ -142,14 +225,11 @@ def create_detection_dataset(
 
     def element(serialized):
         parsed = parse_example(serialized)
-        image = preprocess_encoded(parsed[IMAGE_ENCODED], image_size)
-        if flip == "horizontal":
-            image = tf.image.flip_left_right(image)
-        elif flip == "vertical":
-            image = tf.image.flip_up_down(image)
-        elif flip == "transpose":
-            image = tf.image.transpose(image)
-        boxes, labels = _boxes(parsed, image_size, flip, rows)
+        if crop:
+            image, corners, labels = _cropped(parsed, image_size, int(crop.group(1)))
+        else:
+            image, corners, labels = _mirrored(parsed, image_size, copy)
+        boxes, labels = _padded(corners, labels, image_size, rows)
         return image, {"boxes": boxes, "labels": labels}, parsed[IMAGE_SOURCE_ID]
 
     dataset = records.map(element, num_parallel_calls=tf.data.AUTOTUNE)

@@ -28,6 +28,8 @@ from defectscope.models.detector import (
 )
 from defectscope.training.distribute import DistributeConfig
 
+MAX_CROPS = 16  # detect.crop_copies at most: each is one more feature cache of the fit images
+
 
 def check_counts(config, names: tuple[str, ...], prefix: str = "") -> None:
     """Each of ``config``'s fields ``names`` is a whole number >= 1 (a YAML string, a fraction
@@ -91,6 +93,9 @@ class DetectPhaseConfig:
     # and on a copy mirrored along the diagonal (a quarter turn): off, as defects on a rolled
     # strip have a direction (NEU-DET: selection mAP@0.5 0.30 against 0.38 at epoch 17)
     transpose: bool = False
+    # and on this many copies cropped at random (a window of 0.6-1 of each side, at a random
+    # place, mirrored at random, enlarged to the input): scale and position jitter, cached
+    crop_copies: int = 0
     patience: int = 8  # early stopping on selection mAP@0.5 (0: off)
     confidence: float = 0.05  # detections kept by the decoder (mAP needs the low ones)
     # boxes of a class overlapping a better one by more than this are dropped; None: 0.5
@@ -128,6 +133,11 @@ class DetectPhaseConfig:
             )
         if self.patience < 0:
             raise ConfigError(f"detect.patience must be >= 0 (0: off), got {self.patience!r}")
+        crops = self.crop_copies
+        if isinstance(crops, bool) or not isinstance(crops, int) or not 0 <= crops <= MAX_CROPS:
+            raise ConfigError(
+                f"detect.crop_copies must be a whole number 0-{MAX_CROPS}, got {crops!r}"
+            )
         size = self.anchor_size
         if size != AUTO_ANCHOR_SIZE and (
             isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf

@@ -22,6 +22,7 @@ import numpy as np
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
+from defectscope.data.detection import crop_copy
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import ImageBoxes, choose_box_confidence, coco_metrics
 from defectscope.models.detector import (
@@ -288,10 +289,11 @@ def detector_classes(classes: list[str]) -> list[str]:
 
 
 def fit_copies(phase) -> list[str]:
-    """The augmented copies of the fit images whose features are cached (``FLIPS`` names):
-    each epoch sees every image once, in one of them."""
+    """The augmented copies of the fit images whose features are cached (names of
+    :mod:`~defectscope.data.detection`): each epoch sees every image once, in one of them."""
     copies = ["none", "horizontal", "vertical"] if phase.flips else ["none"]
-    return [*copies, "transpose"] if phase.transpose else copies
+    copies += ["transpose"] if phase.transpose else []
+    return copies + [crop_copy(index) for index in range(phase.crop_copies)]
 
 
 def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> dict:
@@ -303,7 +305,7 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
         classes, config.image_size, config.weights, **detector_settings(phase)
     )
     started = time.perf_counter()
-    fit = [cache_pyramids(detector, sources.fit, config, run, flip) for flip in fit_copies(phase)]
+    fit = [cache_pyramids(detector, sources.fit, config, run, copy) for copy in fit_copies(phase)]
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)

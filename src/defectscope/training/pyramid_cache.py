@@ -1,7 +1,7 @@
 """The frozen part of the encoder's outputs of every image, computed once, kept on disk.
 
 Those are P3-P5, or P3 and the input of the first tuned block when the encoder's last blocks
-train with the heads (``detect.tune_from_block``). One folder per (images, mirroring, weights,
+train with the heads (``detect.tune_from_block``). One folder per (images, copy, weights,
 input size, outputs): ``P3.npy`` ... as float16 arrays read
 by memory mapping (the fit set of NEU-DET at 256 px with two mirrored copies is about 9 GB), the
 boxes and labels beside them, and a ``complete`` marker written last, so an interrupted cache is
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.progress import Progress
-from defectscope.data.detection import create_detection_dataset
+from defectscope.data.detection import CROP_KEEP, CROP_SIDE, FLIPS, create_detection_dataset
 from defectscope.data.pipeline import DataSource
 from defectscope.models.detector import split_encoder
 from defectscope.training.config import TrainConfig
@@ -53,29 +53,31 @@ class PyramidCache:
 
 
 def _cache_folder(
-    source: DataSource, config: TrainConfig, run: RunFolder, flip: str, levels: list[str]
+    source: DataSource, config: TrainConfig, run: RunFolder, copy: str, levels: list[str]
 ) -> Path:
     identity = [
         weights_identity(config.weights),
         config.image_size,
         source_identity(source),
-        flip,
+        copy,
     ]
     if levels != ["P3", "P4", "P5"]:  # the frozen encoder's caches keep their old keys
         identity.append(levels)
+    if copy not in FLIPS:  # a crop copy: its windows depend on how they are drawn
+        identity.append([CROP_SIDE, CROP_KEEP])
     identity = json.dumps(identity)
     key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     root = Path(config.feature_cache or run.root.parent / ".feature-cache")
-    return root / f"pyramid-{source.split}-{flip}-{key}"
+    return root / f"pyramid-{source.split}-{copy}-{key}"
 
 
-def _write(encoder_levels, source: DataSource, size: int, flip: str, folder: Path) -> int:
+def _write(encoder_levels, source: DataSource, size: int, copy: str, folder: Path) -> int:
     from numpy.lib.format import open_memmap
 
     count = source.num_examples
-    dataset = create_detection_dataset(source, size, batch_size=16, flip=flip)
+    dataset = create_detection_dataset(source, size, batch_size=16, copy=copy)
     arrays: dict[str, np.ndarray] = {}
-    row, progress = 0, Progress(f"pyramid features of {source.split} ({flip})", count)
+    row, progress = 0, Progress(f"pyramid features of {source.split} ({copy})", count)
     for images, target, _ in dataset:
         levels = {k: np.asarray(v) for k, v in encoder_levels(images, training=False).items()}
         if not arrays:
@@ -102,20 +104,21 @@ def _write(encoder_levels, source: DataSource, size: int, flip: str, folder: Pat
 
 
 def cache_pyramids(
-    detector, source: DataSource, config: TrainConfig, run: RunFolder, flip: str
+    detector, source: DataSource, config: TrainConfig, run: RunFolder, copy: str
 ) -> PyramidCache:
-    """The cache of ``source`` (mirrored by ``flip``): read when complete, else computed."""
+    """The cache of ``source`` as its augmented copy ``copy`` (a mirroring or a crop copy,
+    :mod:`~defectscope.data.detection`): read when complete, else computed."""
     import keras
 
     encoder = detector.backbone.image_encoder
     outputs, _ = split_encoder(encoder, config.detect.tune_from_block)
     levels = sorted(outputs)
-    folder = _cache_folder(source, config, run, flip, levels)
+    folder = _cache_folder(source, config, run, copy, levels)
     if (folder / COMPLETE).is_file():
         return PyramidCache(folder, int((folder / COMPLETE).read_text()), tuple(levels))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    count = _write(keras.Model(encoder.inputs, outputs), source, config.image_size, flip, folder)
+    count = _write(keras.Model(encoder.inputs, outputs), source, config.image_size, copy, folder)
     (folder / COMPLETE).write_text(str(count))
     return PyramidCache(folder, count, tuple(levels))
 
@@ -129,8 +132,8 @@ def cached_batches(
     caches: list[PyramidCache], batch_size: int, seed_of: Callable[[int], int], first_epoch: int
 ):
     """Shuffled batches ``(features, {"boxes", "labels"})``, one epoch after another from
-    ``first_epoch``: each image once per epoch, in a copy (plain or mirrored) drawn at random,
-    the order and the copies from ``seed_of(epoch)``."""
+    ``first_epoch``: each image once per epoch, in a copy (plain, mirrored, cropped) drawn at
+    random, the order and the copies from ``seed_of(epoch)``."""
     import tensorflow as tf
 
     first = caches[0]
