@@ -109,25 +109,6 @@ def test_crop_copies_must_be_a_whole_number_within_bounds() -> None:
     assert DetectPhaseConfig(crop_copies=MAX_CROPS).crop_copies == MAX_CROPS
 
 
-def test_a_run_with_crop_copies_caches_and_trains_on_them(
-    synthetic_records: Path, tmp_path: Path
-) -> None:
-    config = tiny_detector_config(
-        synthetic_records, tmp_path / "run", detect={"epochs": 1, "crop_copies": 2}
-    )
-    result = train(config)
-    assert "map50" in result.metrics
-    caches = tmp_path / ".feature-cache"
-    for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):
-        (folder,) = caches.glob(f"pyramid-train-fit-{copy}-*")
-        assert (folder / "complete").is_file(), copy
-    plain, cropped = (
-        np.load(next(caches.glob(f"pyramid-train-fit-{copy}-*")) / "boxes.npy")
-        for copy in ("none", "crop-0")
-    )
-    assert plain.shape == cropped.shape and not np.array_equal(plain, cropped)
-
-
 def test_classification_config_is_untouched_by_the_detect_section(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, tmp_path / "run")
     assert config.task == "classify" and config.detect.epochs == 30
@@ -344,16 +325,27 @@ def test_max_detections_must_be_a_whole_number_at_least_one() -> None:
             DetectPhaseConfig(max_detections=bad)
 
 
-def test_a_run_with_another_box_loss_beta_saves_it_and_loads(
+def test_a_run_with_another_box_loss_beta_and_crop_copies_caches_saves_and_loads(
     synthetic_records: Path, tmp_path: Path
 ) -> None:
     config = tiny_detector_config(
-        synthetic_records, tmp_path / "run", detect={"epochs": 1, "box_loss_beta": 0.1}
+        synthetic_records,
+        tmp_path / "run",
+        detect={"epochs": 1, "box_loss_beta": 0.1, "crop_copies": 2},
     )
     result = train(config)
     assert "map50" in result.metrics
     assert "box_loss_beta: 0.1" in (tmp_path / "run" / "config.yaml").read_text()
     assert saved_detector(tmp_path / "run", "best") is not None
+    caches = tmp_path / ".feature-cache"
+    for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):
+        (folder,) = caches.glob(f"pyramid-train-fit-{copy}-*")
+        assert (folder / "complete").is_file(), copy
+    plain, cropped = (
+        np.load(next(caches.glob(f"pyramid-train-fit-{copy}-*")) / "boxes.npy")
+        for copy in ("none", "crop-0")
+    )
+    assert plain.shape == cropped.shape and not np.array_equal(plain, cropped)
 
 
 def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_path: Path) -> None:

@@ -56,11 +56,15 @@ def crop_copy(index: int) -> str:
     return f"crop-{index}"
 
 
-def check_copy(copy: str) -> str:
-    """``copy`` if it names a mirroring (:data:`FLIPS`) or a crop copy, else a ConfigError."""
-    if copy not in FLIPS and not _CROP_NAME.fullmatch(str(copy)):
+def crop_seed(copy: str) -> int | None:
+    """The seed of a crop copy's name, None for a mirroring (:data:`FLIPS`); any other name is
+    a ConfigError."""
+    if copy in FLIPS:
+        return None
+    crop = _CROP_NAME.fullmatch(str(copy))
+    if crop is None:
         raise ConfigError(f"a cached copy must be one of {FLIPS} or crop-N, got {copy!r}")
-    return copy
+    return int(crop.group(1))
 
 
 def records_for(data: str | Path, out: Path | None = None) -> Path:
@@ -217,7 +221,7 @@ def create_detection_dataset(
 
     if source.kind != "tfrecord":
         raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
-    crop = _CROP_NAME.fullmatch(check_copy(copy))
+    seed_of_crop = crop_seed(copy)
     rows = box_rows(source)
     records = tf.data.TFRecordDataset(list(source.files))
     if shuffle:
@@ -225,8 +229,8 @@ def create_detection_dataset(
 
     def element(serialized):
         parsed = parse_example(serialized)
-        if crop:
-            image, corners, labels = _cropped(parsed, image_size, int(crop.group(1)))
+        if seed_of_crop is not None:
+            image, corners, labels = _cropped(parsed, image_size, seed_of_crop)
         else:
             image, corners, labels = _mirrored(parsed, image_size, copy)
         boxes, labels = _padded(corners, labels, image_size, rows)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.progress import Progress
-from defectscope.data.detection import CROP_KEEP, CROP_SIDE, FLIPS, create_detection_dataset
+from defectscope.data.detection import CROP_KEEP, CROP_SIDE, create_detection_dataset, crop_seed
 from defectscope.data.pipeline import DataSource
 from defectscope.models.detector import split_encoder
 from defectscope.training.config import TrainConfig
@@ -63,7 +63,7 @@ def _cache_folder(
     ]
     if levels != ["P3", "P4", "P5"]:  # the frozen encoder's caches keep their old keys
         identity.append(levels)
-    if copy not in FLIPS:  # a crop copy: its windows depend on how they are drawn
+    if crop_seed(copy) is not None:  # a crop copy: its windows depend on how they are drawn
         identity.append([CROP_SIDE, CROP_KEEP])
     identity = json.dumps(identity)
     key = hashlib.sha256(identity.encode()).hexdigest()[:20]
