@@ -68,7 +68,10 @@ def plot_pr_curves(metrics: dict, path: Path) -> None:
     ax.set_ylabel("precision")
     ax.set_title(f"precision-recall at IoU 0.5, mAP@0.5 {metrics['map50']:.3f}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:  # no box found in any image: every AP is 0, and there is no curve to draw
+        ax.text(0.5, 0.5, "no boxes found: no curve", ha="center", va="center")
     _save(figure, path)
 
 
