@@ -97,3 +97,89 @@ def test_the_best_detector_is_scored_on_selection_map_and_saves_the_detector(
 def test_best_so_far_counts_from_the_first_occurrence_of_the_best() -> None:
     assert best_so_far([-1.0]) == (-1.0, 0)
     assert best_so_far([-1.0, 0.3, 0.5, 0.5, 0.2]) == (0.5, 2)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _Recorder(keras.callbacks.Callback):
+    """The weights after every step (raw) and at every epoch's end (as later callbacks see
+    them); ``crash_at``: raise at that epoch's start, as a killed run stops; ``stop_at``: stop
+    early at that epoch's end, as early stopping does."""
+
+    def __init__(self, crash_at: int | None = None, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.steps, self.epoch_ends = [], []
+        self.crash_at, self.stop_at = crash_at, stop_at
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.crash_at:
+            raise _Killed(f"killed at the start of epoch {epoch}")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps.append(self.model.get_weights())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_ends.append(self.model.get_weights())
+        self.model.stop_training = epoch == self.stop_at
+
+
+def _fit_averaged(momentum: float, backup: Path, crash_at=None, stop_at=None, resumed=False):
+    from defectscope.training.callbacks import AveragedWeights, ChiefBackupAndRestore
+    from defectscope.training.detect import _scaled_rate_adam
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=_scaled_rate_adam(0.05, [], 1.0, momentum), loss="mse")
+    recorder = _Recorder(crash_at, stop_at)
+    averaged = [AveragedWeights(resumed)] if momentum else []
+    callbacks = [*averaged, recorder, ChiefBackupAndRestore(str(backup))]
+    if crash_at is None:
+        model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
+        return model, recorder
+    with pytest.raises(_Killed):
+        model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
+    return model, recorder
+
+
+def _moving_average(steps: list, momentum: float) -> list:
+    """Keras' optimizer EMA by hand: the first step's weights, then m * average + (1 - m) * w."""
+    average = steps[0]
+    for weights in steps[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights, strict=True)]
+    return average
+
+
+def test_averaged_weights_are_what_epoch_ends_see_and_training_ends_with(tmp_path: Path) -> None:
+    momentum, per_epoch = 0.5, 2
+    model, seen = _fit_averaged(momentum, tmp_path / "a")
+    _, plain = _fit_averaged(0.0, tmp_path / "b")
+    for raw, reference in zip(seen.steps, plain.steps, strict=True):  # training runs on raw
+        for got, expected in zip(raw, reference, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for epoch, weights in enumerate(seen.epoch_ends):
+        expected = _moving_average(seen.steps[: (epoch + 1) * per_epoch], momentum)
+        for got, want in zip(weights, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(weights[0], seen.steps[(epoch + 1) * per_epoch - 1][0])
+    for got, want in zip(model.get_weights(), seen.epoch_ends[-1], strict=True):
+        np.testing.assert_array_equal(got, want)  # the average, not the raw weights, at the end
+    stopped, early = _fit_averaged(momentum, tmp_path / "c", stop_at=1)
+    assert len(early.epoch_ends) == 2
+    for got, want in zip(stopped.get_weights(), early.epoch_ends[-1], strict=True):
+        np.testing.assert_array_equal(got, want)  # also when early stopping ends training
+
+
+def test_a_run_killed_between_epochs_resumes_with_the_same_averaged_and_raw_weights(
+    tmp_path: Path,
+) -> None:
+    whole, seen = _fit_averaged(0.5, tmp_path / "whole")
+    _fit_averaged(0.5, tmp_path / "killed", crash_at=2)
+    resumed, after = _fit_averaged(0.5, tmp_path / "killed", resumed=True)
+    assert len(after.steps) == 2  # only the third epoch ran again
+    expected = seen.steps[-1] + whole.get_weights()  # raw weights, then averaged
+    for got, want in zip(after.steps[-1] + resumed.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -317,6 +317,16 @@ def test_box_loss_beta_must_be_positive() -> None:
             DetectPhaseConfig(box_loss_beta=bad)
 
 
+def test_ema_momentum_must_be_a_number_from_zero_to_below_one() -> None:
+    for bad in (-0.1, 1, 1.5, True, "0.99", None):
+        with pytest.raises(
+            ConfigError, match=rf"ema_momentum must be .*got {re.escape(repr(bad))}"
+        ):
+            DetectPhaseConfig(ema_momentum=bad)
+    assert DetectPhaseConfig(ema_momentum=0.999).ema_momentum == 0.999
+    assert DetectPhaseConfig().ema_momentum == 0  # off unless asked for
+
+
 def test_max_detections_must_be_a_whole_number_at_least_one() -> None:
     for bad in (0, "abc", 2.5, True):
         with pytest.raises(
@@ -325,17 +335,18 @@ def test_max_detections_must_be_a_whole_number_at_least_one() -> None:
             DetectPhaseConfig(max_detections=bad)
 
 
-def test_a_run_with_another_box_loss_beta_and_crop_copies_caches_saves_and_loads(
+def test_a_run_with_another_box_loss_beta_crop_copies_and_ema_caches_saves_and_loads(
     synthetic_records: Path, tmp_path: Path
 ) -> None:
     config = tiny_detector_config(
         synthetic_records,
         tmp_path / "run",
-        detect={"epochs": 1, "box_loss_beta": 0.1, "crop_copies": 2},
+        detect={"epochs": 1, "box_loss_beta": 0.1, "crop_copies": 2, "ema_momentum": 0.9},
     )
     result = train(config)
     assert "map50" in result.metrics
-    assert "box_loss_beta: 0.1" in (tmp_path / "run" / "config.yaml").read_text()
+    saved_config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "box_loss_beta: 0.1" in saved_config and "ema_momentum: 0.9" in saved_config
     assert saved_detector(tmp_path / "run", "best") is not None
     caches = tmp_path / ".feature-cache"
     for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):

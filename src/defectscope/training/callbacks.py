@@ -318,3 +318,16 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             self.model(batch, training=True)
         for norm, momentum in zip(norms, kept, strict=True):
             norm.momentum = momentum
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' ``SwapEMAWeights(swap_on_epoch=True)`` for an optimizer with ``use_ema``: from
+    each epoch's end to the next epoch's start the model holds the moving average of its
+    weights, so the callbacks after this one (selection score, best checkpoint, backup) see and
+    save the average while training goes on from the raw weights. ``resumed``: the run restarts
+    from a backup written at an epoch's end, i.e. with the average in the model and the raw
+    weights in the optimizer's slots, which the first epoch's start swaps back."""
+
+    def __init__(self, resumed: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed

@@ -107,6 +107,9 @@ class DetectPhaseConfig:
     # box loss: smooth L1 with this beta (Huber(delta=beta) / beta); 1.0 is KerasHub's default
     # Huber, detectron2's RetinaNet uses 0.1 (an L1 pull on small box errors too)
     box_loss_beta: float = 1.0
+    # > 0: selection, checkpoints and exports use the moving average of the weights with this
+    # momentum per step (Keras' optimizer EMA; 0.99 averages over about 100 steps); 0: off
+    ema_momentum: float = 0.0
     # boxes the decoder keeps per image; training raises it to the most true boxes one
     # training image holds when that is more, so dense images are not cut at 100
     max_detections: int = DEFAULT_MAX_DETECTIONS
@@ -126,6 +129,11 @@ class DetectPhaseConfig:
             )
         if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
             raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
+        momentum = self.ema_momentum
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+            raise ConfigError(f"detect.ema_momentum must be a number in [0, 1), got {momentum!r}")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"detect.ema_momentum must be in [0, 1) (0: off), got {momentum!r}")
         check_counts(self, ("epochs", "batch_size", "head_convs", "max_detections"), "detect.")
         if not self.aspect_ratios or any(not ratio > 0 for ratio in self.aspect_ratios):
             raise ConfigError(

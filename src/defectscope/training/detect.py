@@ -36,6 +36,7 @@ from defectscope.models.detector import (
     split_encoder,
 )
 from defectscope.training.callbacks import (
+    AveragedWeights,
     BestCheckpoint,
     ChiefBackupAndRestore,
     ResultsLog,
@@ -245,7 +246,7 @@ def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     )
     encoder_weights = {id(w) for w in detector.backbone.image_encoder.weights}
     slower = [w for w in trainer.trainable_weights if id(w) in encoder_weights]
-    optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale)
+    optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale, phase.ema_momentum)
     beta = phase.box_loss_beta  # the trainer's loss is the detector's: its losses are set here
     detector.compile(
         box_loss=keras.losses.Huber(delta=beta, reduction="sum"),
@@ -254,10 +255,14 @@ def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     trainer.compile(optimizer=optimizer)
 
 
-def _scaled_rate_adam(schedule, slower: list, scale: float):
+def _scaled_rate_adam(schedule, slower: list, scale: float, ema_momentum: float = 0.0):
     """Adam whose steps on the ``slower`` variables (pretrained encoder blocks) use ``scale``
     times the learning rate: Keras 3 has no per-variable rates, and scaling their gradients
-    would not do it (Adam's steps do not depend on the gradients' scale)."""
+    would not do it (Adam's steps do not depend on the gradients' scale).
+
+    ``ema_momentum`` > 0 keeps Keras' moving average of the weights; :class:`AveragedWeights`
+    puts it into the model at every epoch's end, so the average is there when training ends
+    and Keras' final overwrite (with what is then the raw weights) is skipped."""
 
     class ScaledRateAdam(keras.optimizers.Adam):
         def build(self, variables) -> None:
@@ -269,7 +274,12 @@ def _scaled_rate_adam(schedule, slower: list, scale: float):
                 learning_rate = learning_rate * scale
             super().update_step(gradient, variable, learning_rate)
 
-    return ScaledRateAdam(schedule, global_clipnorm=10.0)
+        def finalize_variable_values(self, var_list) -> None:
+            pass  # the averaged weights are in the model already (AveragedWeights)
+
+    if not ema_momentum:
+        return ScaledRateAdam(schedule, global_clipnorm=10.0)
+    return ScaledRateAdam(schedule, global_clipnorm=10.0, use_ema=True, ema_momentum=ema_momentum)
 
 
 def history_best(results_file: Path) -> tuple[tuple[float, float], int]:
@@ -318,7 +328,9 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     first = run.backup_epoch()
     data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
     best, wait = history_best(run.results_file)
+    averaged = [AveragedWeights(resumed=first > 0)] if phase.ema_momentum else []
     callbacks = [
+        *averaged,
         SelectionMap(compiled_decoder(detector), selection, classes, config.image_size),
         BestDetector(detector, run.best_model, best, phase.patience, wait),
         ResultsLog(run.results_file, "detect", phase.epochs),
