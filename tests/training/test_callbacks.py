@@ -159,7 +159,7 @@ def test_averaged_weights_are_what_epoch_ends_see_and_training_ends_with(tmp_pat
     _, plain = _fit_averaged(0.0, tmp_path / "b")
     for raw, reference in zip(seen.steps, plain.steps, strict=True):  # training runs on raw
         for got, expected in zip(raw, reference, strict=True):
-            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(got, expected)  # bit for bit: the same training path
     for epoch, weights in enumerate(seen.epoch_ends):
         expected = _moving_average(seen.steps[: (epoch + 1) * per_epoch], momentum)
         for got, want in zip(weights, expected, strict=True):
@@ -182,4 +182,4 @@ def test_a_run_killed_between_epochs_resumes_with_the_same_averaged_and_raw_weig
     assert len(after.steps) == 2  # only the third epoch ran again
     expected = seen.steps[-1] + whole.get_weights()  # raw weights, then averaged
     for got, want in zip(after.steps[-1] + resumed.get_weights(), expected, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got, want)

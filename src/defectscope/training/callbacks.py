@@ -326,8 +326,15 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     weights, so the callbacks after this one (selection score, best checkpoint, backup) see and
     save the average while training goes on from the raw weights. ``resumed``: the run restarts
     from a backup written at an epoch's end, i.e. with the average in the model and the raw
-    weights in the optimizer's slots, which the first epoch's start swaps back."""
+    weights in the optimizer's slots, which the first epoch's start swaps back.
+
+    The swap copies values: Keras' TensorFlow swap adds and subtracts them, which rounds, so
+    the raw weights came back changed in their last bits and training took another path than
+    the same run without the average (NEU-DET: another loss from the second epoch on)."""
 
     def __init__(self, resumed: bool) -> None:
         super().__init__(swap_on_epoch=True)
         self._ema_weights_in_model = resumed
+
+    def _swap_variables(self) -> None:
+        self._apply_to_ema_optimizers(self._backend_swap_variables, self._backend_swap_variables)
