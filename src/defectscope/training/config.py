@@ -130,9 +130,8 @@ class DetectPhaseConfig:
         if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
             raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
         momentum = self.ema_momentum
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
-            raise ConfigError(f"detect.ema_momentum must be a number in [0, 1), got {momentum!r}")
-        if not 0 <= momentum < 1:
+        number = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
+        if not number or not 0 <= momentum < 1:
             raise ConfigError(f"detect.ema_momentum must be in [0, 1) (0: off), got {momentum!r}")
         check_counts(self, ("epochs", "batch_size", "head_convs", "max_detections"), "detect.")
         if not self.aspect_ratios or any(not ratio > 0 for ratio in self.aspect_ratios):

@@ -277,9 +277,9 @@ def _scaled_rate_adam(schedule, slower: list, scale: float, ema_momentum: float 
         def finalize_variable_values(self, var_list) -> None:
             pass  # the averaged weights are in the model already (AveragedWeights)
 
-    if not ema_momentum:
-        return ScaledRateAdam(schedule, global_clipnorm=10.0)
-    return ScaledRateAdam(schedule, global_clipnorm=10.0, use_ema=True, ema_momentum=ema_momentum)
+    return ScaledRateAdam(
+        schedule, global_clipnorm=10.0, use_ema=ema_momentum > 0, ema_momentum=ema_momentum
+    )
 
 
 def history_best(results_file: Path) -> tuple[tuple[float, float], int]:
