@@ -6,9 +6,9 @@ YOLOv5s figures, and CPU speed of Keras and the exports at batch 1, in one table
 The curve comes from the run's own files: ``results.csv`` (selection mAP after each epoch and
 the epoch's seconds) and ``state.json`` (the time spent computing the cached encoder features,
 counted before the first epoch). The per-class table is the run's final evaluation on its
-validation split (chosen on the selection set). Speed: ``defectscope benchmark``'s timing of the
-whole detection (network and box decoding) on random images, exporting the formats a
-detector supports when the run has none yet.
+validation split (chosen on the selection set). Speed: ``defectscope benchmark --tta``'s timing
+of the whole detection (network and box decoding; ``+tta`` with test-time flips) on random
+images, exporting the formats a detector supports when the run has none yet.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def print_speed(run: Path, formats: tuple[str, ...], seconds: float) -> None:
     from defectscope.deploy.benchmark import format_table, run_benchmark
 
     print()
-    print(format_table(run_benchmark(run, formats, (1,), seconds)))
+    print(format_table(run_benchmark(run, formats, (1,), seconds, tta=True)))
 
 
 def main() -> None:

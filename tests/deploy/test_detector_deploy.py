@@ -133,3 +133,60 @@ def test_serve_iou_replaces_the_saved_threshold(onnx_export: Path, tiny_run: Pat
     result = CliRunner().invoke(app, [*command, str(tiny_run), "--iou", "0.4"])
     assert result.exit_code != 0 and "needs a detector" in result.output
     assert "app" not in served
+
+
+def test_test_time_flips_on_an_export_and_in_the_service(
+    onnx_export: Path, tiny_detector_run: Path, tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """An ONNX export with ``tta`` finds the Keras detector's boxes with flips; ``serve --tta``
+    answers them and says so in /metadata; a classifier refuses ``--tta``."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from defectscope.cli.main import app
+
+    image = tmp_path / "plate.png"
+    image.write_bytes(_png())
+    keras_found = next(load_detector(tiny_detector_run, tta=True).detect([image], confidence=0.0))
+    onnx_found = next(load_detector(onnx_export, tta=True).detect([image], confidence=0.0))
+    assert len(keras_found.boxes) == len(onnx_found.boxes) > 0
+    keras_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in keras_found.boxes])
+    onnx_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in onnx_found.boxes])
+    np.testing.assert_allclose(keras_boxes[:10], onnx_boxes[:10], atol=0.05)
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda service, **_: served.update(app=service))
+    monkeypatch.delenv("DEFECTSCOPE_API_KEY", raising=False)
+    command = ["serve", "--allowed-host", "testserver", "--tta", "--model"]
+    result = CliRunner().invoke(app, [*command, str(onnx_export)])
+    assert result.exit_code == 0, result.output
+    client = TestClient(served.pop("app"))
+    assert client.get("/metadata").json()["test_time_flips"] is True
+    answer = client.post("/predict?conf=0", content=_png()).json()
+    assert len(answer["boxes"]) == len(onnx_found.boxes)
+    result = CliRunner().invoke(app, [*command, str(tiny_run)])
+    assert (
+        result.exit_code != 0 and "--tta" in result.output and "needs a detector" in result.output
+    )
+    assert "app" not in served
+
+
+def test_benchmark_tta_times_the_detector_with_flips(
+    tiny_detector_run: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from defectscope.cli.main import app
+
+    out = tmp_path / "bench.json"
+    command = ["benchmark", "--formats", "", "--batch", "1", "--seconds", "0.3", "--tta"]
+    result = CliRunner().invoke(
+        app, [*command, "--model", str(tiny_detector_run), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {row["backend"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"keras", "keras+tta"} and "keras+tta" in result.output
+    assert rows["keras+tta"]["p50_ms"] > rows["keras"]["p50_ms"]  # three views, one decode
+    result = CliRunner().invoke(app, [*command, "--model", str(tiny_run)])
+    assert (
+        result.exit_code != 0 and "--tta" in result.output and "needs a detector" in result.output
+    )

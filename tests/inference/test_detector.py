@@ -191,3 +191,62 @@ def test_boxes_are_shown_from_the_confidence_chosen_in_training(tiny_detector_ru
     kept = sum(score >= metadata["box_confidence"] for score in scores)
     assert f"boxes at least {metadata['box_confidence']:.2f} confident" in result.output
     assert len(rows) == max(kept, 1) and sum(bool(r["label"]) for r in rows) == kept
+
+
+def test_test_time_flips_through_the_api_and_the_cli(
+    tiny_run, tiny_detector_run, synthetic_root, tmp_path
+):
+    """``tta``: training measured the flips on the selection set and chose their own box
+    confidence; the API, ``predict --tta`` and ``evaluate --tta`` use them; a classifier
+    refuses ``--tta`` before writing anything."""
+    metadata = json.loads((tiny_detector_run / "weights" / "metadata.json").read_text())
+    measured = metadata["tta"]
+    assert measured["flips"] == ["horizontal", "vertical"]
+    assert 0 <= measured["box_confidence"] <= 1 and "selection_map50" in measured
+    assert set(measured["box_confidence_selection_f1"]) == set(
+        metadata["box_confidence_selection_f1"]
+    )
+    detector = load_detector(tiny_detector_run, tta=True)
+    assert detector.tta and not load_detector(tiny_detector_run).tta
+    assert detector.box_confidence == measured["box_confidence"]
+    assert detector.metadata["test_time_flips"] is True
+    location = locate_model(tiny_detector_run)
+    older = {k: v for k, v in metadata.items() if k != "tta"}  # trained before the flips
+    assert Detector(location, older, tta=True).box_confidence == metadata["box_confidence"]
+    image = sorted(synthetic_root.rglob("*.jpg"))[0]
+    found = next(detector.detect([image], confidence=0.0))
+    plain = next(load_detector(tiny_detector_run).detect([image], confidence=0.0))
+    assert found.ok and found.boxes
+    assert [b.confidence for b in found.boxes] != [b.confidence for b in plain.boxes]
+    for box in found.boxes:
+        assert 0 <= box.xmin < box.xmax <= found.width and 0 <= box.ymin < box.ymax <= found.height
+    out = tmp_path / "boxes.csv"
+    model = ["--model", str(tiny_detector_run)]
+    result = runner.invoke(
+        app, ["predict", str(image), *model, "--conf", "0", "--tta", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == len(found.boxes)
+    evaluation = tmp_path / "evaluation"
+    command = ["evaluate", *model, "--data", str(synthetic_root), "--tta", "--out", str(evaluation)]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["test_time_flips"] is True
+    assert metrics["box_confidence"] == measured["box_confidence"]
+    assert metrics["box_confidence_selection_f1"] == measured["box_confidence_selection_f1"]
+    assert (
+        "test-time flips (image, horizontal and vertical mirror averaged): on"
+        in (evaluation / "report.md").read_text()
+    )
+    refused = [
+        ["predict", str(image), "--out", str(tmp_path / "refused.csv")],
+        ["evaluate", "--data", str(synthetic_root), "--out", str(tmp_path / "refused")],
+    ]
+    for command in refused:
+        result = runner.invoke(app, [*command, "--model", str(tiny_run), "--tta"])
+        assert result.exit_code != 0 and "--tta" in result.output, result.output
+        assert "needs a detector" in result.output
+    assert not list(tmp_path.glob("refused*"))
+    with pytest.raises(ConfigError, match="tta=True"):
+        predict_files(load_detector(tiny_detector_run), [image], tta=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from defectscope.cli.console import warn
-from defectscope.cli.options import ModelOption, OverwriteOption
+from defectscope.cli.options import ModelOption, OverwriteOption, TtaOption
 from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 
@@ -61,6 +61,7 @@ def benchmark(
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32",
     seconds: Annotated[float, typer.Option(help="Timing per backend and batch.")] = 10.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    tta: TtaOption = False,
 ) -> None:
     """Images/s and p50/p95 latency of Keras predict and each export, in one run."""
     from defectscope.core.atomic_io import atomic_write_json
@@ -74,8 +75,12 @@ def benchmark(
         batches = tuple(int(b) for b in batch.split(","))
     except ValueError:
         raise ConfigError(f"--batch takes comma-separated integers, got {batch!r}") from None
+    from defectscope.inference.batch import check_options_fit
+    from defectscope.inference.model_files import model_task
+
+    check_options_fit(model_task(model), tta=tta)
     import_tensorflow_quietly()
-    result = run_benchmark(model, chosen, batches, seconds)
+    result = run_benchmark(model, chosen, batches, seconds, tta)
     typer.echo(format_table(result))
     if json_out:
         atomic_write_json(json_out, result)
@@ -153,6 +158,7 @@ def serve(
     header_timeout: _HeaderTimeout = 10.0,
     body_timeout: _BodyTimeout = 30.0,
     iou: _Iou = None,
+    tta: TtaOption = False,
 ) -> None:
     """HTTP service: POST /predict, GET /health, /metadata, /docs, and a web page at /."""
     import uvicorn
@@ -179,8 +185,11 @@ def serve(
     from defectscope.inference.model_files import model_task
 
     task = model_task(model)
-    check_options_fit(task, nms_iou=iou)
-    classifier = load_detector(model, nms_iou=iou) if task == "detect" else load_model(model)
+    check_options_fit(task, nms_iou=iou, tta=tta)
+    if task == "detect":
+        classifier = load_detector(model, nms_iou=iou, tta=tta)
+    else:
+        classifier = load_model(model)
     app = create_app(classifier, config)
     typer.echo(f"serving {classifier.path} ({classifier.backend_name}) on http://{host}:{port}/")
     uvicorn.run(

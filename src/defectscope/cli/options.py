@@ -14,6 +14,14 @@ DataOption = Annotated[Path, typer.Option("--data", help="Dataset root or TFReco
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Images per prediction batch.")
 ]
+TtaOption = Annotated[
+    bool,
+    typer.Option(
+        "--tta",
+        help="Detector: average its outputs over the image and its horizontal and vertical "
+        "mirror images (test-time flips): better boxes at 3x the time.",
+    ),
+]
 OverwriteOption = Annotated[
     bool,
     typer.Option(

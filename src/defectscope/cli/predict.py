@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from defectscope.cli.console import warn
-from defectscope.cli.options import BatchSizeOption, ModelOption, OverwriteOption
+from defectscope.cli.options import BatchSizeOption, ModelOption, OverwriteOption, TtaOption
 from defectscope.core.errors import ConfigError, NothingDoneError
 from defectscope.core.progress import Progress
 from defectscope.core.text import plural
@@ -69,6 +69,7 @@ def predict(
     conf: _Conf = None,
     draw: _Draw = None,
     iou: _Iou = None,
+    tta: TtaOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Classify images (or find defect boxes, with a detector), streaming; a bad file gets a
@@ -108,6 +109,7 @@ def predict(
             confidence=conf,
             draw_dir=draw,
             nms_iou=iou,
+            tta=tta,
         )
     finally:
         if progress is not None:

@@ -97,13 +97,26 @@ def time_backend(call, images: np.ndarray, seconds: float, min_calls: int = 3) -
     return len(images) * len(latencies) / sum(latencies), 1000 * quantiles[9], 1000 * quantiles[18]
 
 
+def _detector_calls(location, name: str, tta: bool) -> tuple[Detector, dict]:
+    """One detector file loaded, and its whole detections (network and box decoding) by
+    backend name; with ``tta`` also with test-time flips (``NAME+tta``)."""
+    metadata = read_metadata(location)
+    detector = Detector(location, metadata)
+    calls = {name: detector.detect_arrays}
+    if tta:
+        calls[f"{name}+tta"] = Detector(location, metadata, tta=True).detect_arrays
+    return detector, calls
+
+
 def run_benchmark(
     model: str | Path,
     formats: tuple[str, ...] = FORMATS,
     batches: tuple[int, ...] = (1, 32),
     seconds: float = 10.0,
+    tta: bool = False,
 ) -> dict:
-    """Time Keras ``predict`` and each export of a run (exporting the missing ones)."""
+    """Time Keras ``predict`` and each export of a run (exporting the missing ones); ``tta``:
+    a detector also with test-time flips."""
     location = locate_model(model)
     if location.kind != "keras":  # an export: benchmark the run it came from
         source = source_model_path(read_metadata(location), location.path)
@@ -114,9 +127,8 @@ def run_benchmark(
     size = int(metadata["image_size"])
     detector = metadata.get("task") == "detect"
     if detector:  # network and KerasHub's box decoding, for Keras and each export alike
-        keras_detector = Detector(location, metadata)
+        keras_detector, callables = _detector_calls(location, "keras", tta)
         keras_model = keras_detector.model
-        callables = {"keras": keras_detector.detect_arrays}
     else:
         keras_model = KerasBackend(location.path, metadata).model
         callables = {"keras": lambda x: keras_model.predict(x, verbose=0)}
@@ -130,8 +142,7 @@ def run_benchmark(
                 skipped[fmt] = str(err)
                 continue
         if detector:
-            export = locate_model(folder)
-            callables[fmt] = Detector(export, read_metadata(export)).detect_arrays
+            callables.update(_detector_calls(locate_model(folder), fmt, tta)[1])
         else:
             callables[fmt] = load_backend(folder).predict
     rng = np.random.default_rng(0)
@@ -161,15 +172,15 @@ def run_benchmark(
 def format_table(result: dict) -> str:
     lines = [
         f"model {result['model']}  input {result['image_size']}px  cores {result['cores']}",
-        f"{'backend':<13}{'batch':>6}{'img/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'vs keras':>10}",
+        f"{'backend':<16}{'batch':>6}{'img/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'vs keras':>10}",
     ]
     for row in result["rows"]:
         lines.append(
-            f"{row['backend']:<13}{row['batch']:>6}{row['images_per_second']:>9.1f}"
+            f"{row['backend']:<16}{row['batch']:>6}{row['images_per_second']:>9.1f}"
             f"{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}{row['speedup_vs_keras']:>9.2f}x"
         )
     for fmt, reason in result.get("skipped", {}).items():
-        lines.append(f"{fmt:<13} not measured: {reason}")
+        lines.append(f"{fmt:<16} not measured: {reason}")
     lines.append(
         f"bound: {result['gflops_per_image']:.2f} GFLOP per image / "
         f"{result['measured_peak_gflops']:.0f} GFLOP/s measured matmul peak = "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_path, atomic_write_json, atomic_write_text
+from defectscope.core.errors import ConfigError
 from defectscope.core.files import prepare_output_folder
 from defectscope.core.text import plural
 from defectscope.data.detection import create_detection_dataset, records_for
@@ -29,6 +30,7 @@ from defectscope.inference.detector import (
     Detector,
     draw_labelled_boxes,
     load_detector,
+    selection_choices,
 )
 from defectscope.models.detector import DEFAULT_BOX_CONFIDENCE
 
@@ -140,6 +142,17 @@ def plot_grid(pictures, truths, found, classes, path: Path, confidence: float) -
         grid.save(temp, format="PNG")
 
 
+def _flips_line(metrics: dict) -> str:
+    """Whether the figures were measured with test-time flips, and what the selection set
+    measured with them when the detector was trained."""
+    used = "on" if metrics.get("test_time_flips") else "off (`--tta` turns them on)"
+    line = f"- test-time flips (image, horizontal and vertical mirror averaged): {used}"
+    measured = metrics.get("tta")
+    if isinstance(measured, dict) and "selection_map50" in measured:
+        line += f"; selection mAP@0.5 with them {measured['selection_map50']:.4f}"
+    return line
+
+
 def _report(metrics: dict, title: str) -> str:
     lines = [
         f"# {title}",
@@ -155,6 +168,7 @@ def _report(metrics: dict, title: str) -> str:
     if "nms_iou_selection_map50" in metrics:
         tried = ", ".join(f"{k}: {v:.4f}" for k, v in metrics["nms_iou_selection_map50"].items())
         lines.append(f"- NMS IoU {metrics['nms_iou']:.2f}, chosen on selection mAP@0.5 ({tried})")
+    lines.append(_flips_line(metrics))
     how = "chosen on selection F1" if "box_confidence_selection_f1" in metrics else "default"
     lines.append(
         f"- boxes shown from confidence {metrics['box_confidence']:.2f} ({how}): precision "
@@ -182,6 +196,14 @@ def _report(metrics: dict, title: str) -> str:
     return "\n".join(lines)
 
 
+def _selection_f1(detector: Detector) -> dict:
+    """The selection F1 per box confidence that chose :attr:`Detector.box_confidence`."""
+    measured = selection_choices(detector.metadata, detector.tta)
+    if "box_confidence_selection_f1" in measured:
+        return {"box_confidence_selection_f1": measured["box_confidence_selection_f1"]}
+    return {}
+
+
 def check_detector_inputs(model, data, split: str, out, overwrite: bool = False) -> None:
     """What ``evaluate`` of a detector needs, checked without TensorFlow."""
     if not isinstance(model, Detector):  # images without boxes form the background class
@@ -197,10 +219,14 @@ def evaluate_detector(
     title: str | None = None,
     overwrite: bool = False,
     context: dict | None = None,
+    tta: bool = False,
 ) -> dict:
-    """Evaluate a detector on one split; writes metrics.json and the pictures into ``out``."""
+    """Evaluate a detector on one split; writes metrics.json and the pictures into ``out``.
+    ``tta``: a detector path is loaded with test-time flips (a loaded one keeps its own)."""
+    if tta and isinstance(model, Detector) and not model.tta:
+        raise ConfigError("a loaded detector keeps its tta: load_detector(path, tta=True)")
     out = prepare_output_folder(out, "evaluation files", _is_output, overwrite)
-    detector = model if isinstance(model, Detector) else load_detector(model)
+    detector = model if isinstance(model, Detector) else load_detector(model, tta=tta)
     with tempfile.TemporaryDirectory(prefix="defectscope-records-") as scratch:
         if isinstance(data, DataSource):
             source = data
@@ -219,7 +245,8 @@ def evaluate_detector(
         "num_boxes": int(sum(len(t.labels) for t in truths)),
         "classes": list(detector.classes),
         "box_confidence": shown,
-        **{k: v for k, v in detector.metadata.items() if k == "box_confidence_selection_f1"},
+        **_selection_f1(detector),
+        "test_time_flips": detector.tta,
         "precision": at_shown["precision"],
         "recall": at_shown["recall"],
         "f1": at_shown["f1"],

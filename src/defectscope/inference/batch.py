@@ -155,6 +155,7 @@ def _batches(
     top_k: int,
     confidence: float | None,
     nms_iou: float | None,
+    tta: bool = False,
 ) -> Iterator[tuple[Classifier | Detector | None, list, PredictionBatch | None]]:
     """``(model, results, batch)`` per batch of inputs: predictions with their batch (for
     heatmaps), or detections."""
@@ -165,7 +166,7 @@ def _batches(
         yield None, [result(path=source, error=error) for source, error in items], None
         return
     if detect:
-        detector = model if isinstance(model, Detector) else load_detector(model, nms_iou)
+        detector = model if isinstance(model, Detector) else load_detector(model, nms_iou, tta)
         results = detector.detect(items, batch_size, confidence)
         while chunk := list(itertools.islice(results, batch_size)):
             yield detector, chunk, None
@@ -180,6 +181,7 @@ _OPTION_USERS = {
     "explain_dir": ("classify", "--explain"),
     "draw_dir": ("detect", "--draw"),
     "nms_iou": ("detect", "--iou"),
+    "tta": ("detect", "--tta"),
 }
 _KIND_NAMES = {"classify": "classifier", "detect": "detector"}
 
@@ -189,14 +191,16 @@ def check_options_fit(task: str, **options) -> None:
     rather than ignore it."""
     for name, value in options.items():
         needed, flag = _OPTION_USERS[name]
-        if value not in (None, "") and task != needed:
+        if value is not None and value is not False and value != "" and task != needed:
             raise ConfigError(
                 f"{name} ({flag}) = {str(value)!r} needs a {_KIND_NAMES[needed]}; "
                 f"this model is a {_KIND_NAMES[task]}"
             )
 
 
-def _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite: bool) -> str:
+def _checked_task(
+    model, batch_size, nms_iou, explain_dir, draw_dir, overwrite: bool, tta: bool = False
+) -> str:
     """The model's task once the job's options are checked against it and its output folders
     are ready; a ConfigError naming the bad option before anything is written."""
     if batch_size < 1:
@@ -205,8 +209,10 @@ def _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite: 
         check_nms_iou(nms_iou)
         if isinstance(model, Detector):
             raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
+    if tta and isinstance(model, Detector) and not model.tta:
+        raise ConfigError("a loaded detector keeps its tta: load_detector(path, tta=True)")
     task = model_kind(model)
-    check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou)
+    check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou, tta=tta)
     if explain_dir:
         prepare_output_folder(explain_dir, "heatmaps", _is_heatmap, overwrite)
     if draw_dir:
@@ -240,12 +246,13 @@ def predict_files(
     confidence: float | None = None,
     draw_dir: str | Path | None = None,
     nms_iou: float | None = None,
+    tta: bool = False,
 ) -> JobSummary:
     """Predict files, folders (recursive), globs and listed paths, in input order, with a
     loaded :class:`Classifier` or :class:`Detector`, or a model path (loaded once an image
     turns up). A detector's rows are :class:`Detection` objects (boxes at least ``confidence``
     confident, by default the one chosen when it was trained; ``nms_iou`` replaces a detector
-    path's saved NMS IoU threshold);
+    path's saved NMS IoU threshold; ``tta`` loads it with test-time flips);
     ``draw_dir`` gets a picture of each image with its boxes, ``explain_dir`` (a classifier) a
     Grad-CAM overlay.
 
@@ -257,7 +264,7 @@ def predict_files(
     check_output(out, resume)
     if resume and out.is_file() and not partial_path(out).is_file():
         return JobSummary(out=out, already_complete=True)
-    task = _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite)
+    task = _checked_task(model, batch_size, nms_iou, explain_dir, draw_dir, overwrite, tta)
     summary = JobSummary(out=out)
     writer = PredictionWriter(out, task=task) if out is not None else None
     items = _counted(stream_sources(sources, paths_from, shard), summary)
@@ -267,7 +274,7 @@ def predict_files(
     heatmaps: _HeatmapWriter | None = None
     drawings: _NameKeeper | None = None
     try:
-        batches = _batches(model, iter(items), batch_size, top_k, confidence, nms_iou)
+        batches = _batches(model, iter(items), batch_size, top_k, confidence, nms_iou, tta)
         for loaded, results, batch in batches:
             if isinstance(loaded, Detector):
                 summary.box_confidence = loaded.box_confidence if confidence is None else confidence

@@ -25,6 +25,7 @@ from defectscope.data.images import (
 )
 from defectscope.data.pipeline import resize_for_model
 from defectscope.inference.backends import BACKENDS
+from defectscope.inference.flips import FlipAverage
 from defectscope.inference.model_files import (
     ModelLoadError,
     ModelLocation,
@@ -32,6 +33,7 @@ from defectscope.inference.model_files import (
     read_metadata,
 )
 from defectscope.inference.sources import SourceItem
+from defectscope.models.anchors import anchor_boxes
 from defectscope.models.detector import (
     DEFAULT_BOX_CONFIDENCE,
     compiled_decoder,
@@ -138,10 +140,15 @@ def raw_outputs(outputs: dict[str, np.ndarray], num_classes: int, path: Path) ->
 
 
 class Detector:
-    """A loaded detector (Keras, or an ONNX/TFLite export decoded by KerasHub)."""
+    """A loaded detector (Keras, or an ONNX/TFLite export decoded by KerasHub); with ``tta``
+    its outputs are averaged over the image and its mirror images (:mod:`.flips`)."""
 
     def __init__(
-        self, location: ModelLocation, metadata: dict, nms_iou: float | None = None
+        self,
+        location: ModelLocation,
+        metadata: dict,
+        nms_iou: float | None = None,
+        tta: bool = False,
     ) -> None:
         self.path, self.metadata, self.kind = location.path, metadata, location.kind
         self.classes: list[str] = list(metadata["classes"])
@@ -154,11 +161,21 @@ class Detector:
             self.model = create_detector(self.classes, self.image_size, None, **settings)
         self.confidence = float(settings.get("confidence", 0.05))
         # boxes shown unless a caller asks for another confidence: chosen on the selection set
-        self.box_confidence = _box_confidence(location, metadata)
+        self.box_confidence = _box_confidence(location, metadata, tta)
         if nms_iou is not None:
             set_nms_iou(self.model, nms_iou)
             self.metadata = {**metadata, "detector": {**settings, "nms_iou": self.nms_iou}}
         self._decode = compiled_decoder(self.model)
+        self.flips = None
+        if tta:
+            anchors = anchor_boxes(self.model.anchor_generator, self.image_size)
+            self.flips = FlipAverage(anchors, self.image_size)
+            self.metadata = {**self.metadata, "test_time_flips": True}
+
+    @property
+    def tta(self) -> bool:
+        """Whether outputs are averaged over the image and its mirror images."""
+        return self.flips is not None
 
     @property
     def nms_iou(self) -> float:
@@ -172,10 +189,17 @@ class Detector:
     def detect_arrays(self, images: np.ndarray) -> list[RawBoxes]:
         """Boxes of float images ``(N, S, S, 3)`` in [0, 255], at the model's input size."""
         images = np.asarray(images, dtype=np.float32)
-        outputs = self.backend.predict_outputs(images)  # (KerasHub's predict_on_batch cannot
-        outputs = raw_outputs(outputs, len(self.classes), self.path)  # unpack a lone batch)
+        if self.flips is None:
+            outputs = self._raw_outputs(images)
+        else:
+            views = self.flips.views(images)
+            outputs = self.flips.average({k: self._raw_outputs(v) for k, v in views.items()})
         decoded = self._decode(outputs, images)
         return [RawBoxes(*found) for found in per_image(decoded)]
+
+    def _raw_outputs(self, images: np.ndarray) -> dict:
+        outputs = self.backend.predict_outputs(images)  # (KerasHub's predict_on_batch cannot
+        return raw_outputs(outputs, len(self.classes), self.path)  # unpack a lone batch)
 
     def detect(
         self,
@@ -251,8 +275,18 @@ class Detector:
         return Detection(name, boxes, original[0], original[1])
 
 
-def _box_confidence(location: ModelLocation, metadata: dict) -> float:
-    value = metadata.get("box_confidence", DEFAULT_BOX_CONFIDENCE)
+def selection_choices(metadata: dict, tta: bool = False) -> dict:
+    """The part of a detector's metadata holding what its selection set chose: with ``tta``
+    the figures measured with test-time flips (``metadata["tta"]``) when it has them."""
+    measured = metadata.get("tta")
+    return measured if tta and isinstance(measured, dict) else metadata
+
+
+def _box_confidence(location: ModelLocation, metadata: dict, tta: bool = False) -> float:
+    """The confidence chosen on the selection set (with test-time flips when ``tta`` and the
+    detector was measured with them), else the default."""
+    chosen = selection_choices(metadata, tta)
+    value = chosen.get("box_confidence", metadata.get("box_confidence", DEFAULT_BOX_CONFIDENCE))
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ModelLoadError(
             location.metadata_path, f"box_confidence must be a number in [0, 1], got {value!r}"
@@ -260,12 +294,13 @@ def _box_confidence(location: ModelLocation, metadata: dict) -> float:
     return float(value)
 
 
-def load_detector(path: str | Path, nms_iou: float | None = None) -> Detector:
+def load_detector(path: str | Path, nms_iou: float | None = None, tta: bool = False) -> Detector:
     """Load a detector run folder, ``.keras`` file or export; ``nms_iou`` replaces the NMS
-    IoU threshold it was saved with (chosen on its selection set)."""
+    IoU threshold it was saved with (chosen on its selection set); ``tta`` averages its
+    outputs over the image and its horizontal and vertical mirror images (3x the time)."""
     location = locate_model(path)
     metadata = read_metadata(location)
     if not is_detector(metadata):
         raise ModelLoadError(location.path, "a classifier, not a detector (task is not 'detect')")
     import_tensorflow_quietly()
-    return Detector(location, metadata, nms_iou)
+    return Detector(location, metadata, nms_iou, tta)

@@ -24,17 +24,25 @@ def create_anchor_generator(max_level: int, anchor_size: float, aspect_ratios):
 BOXES_PER_CHUNK = 256  # true boxes compared with every anchor at once (memory: 256 x anchors)
 
 
+def anchor_boxes(anchors, image_size: int):
+    """Every anchor of a square input (pixel ``xyxy``), P3 first: the order of the detector's
+    raw outputs."""
+    import numpy as np
+
+    levels = anchors(np.zeros((image_size, image_size, 3), np.float32))
+    return np.concatenate([np.asarray(level) for level in levels.values()])
+
+
 def _best_anchor_iou(anchors, image_size: int, boxes):
     """For each box (pixel ``xyxy``), its IoU with the best-overlapping anchor."""
     import numpy as np
     from keras.utils import bounding_boxes
 
-    levels = anchors(np.zeros((image_size, image_size, 3), np.float32))
-    anchor_boxes = np.concatenate([np.asarray(level) for level in levels.values()])
+    all_anchors = anchor_boxes(anchors, image_size)
     best = [np.zeros((0,), np.float32)]
     for start in range(0, len(boxes), BOXES_PER_CHUNK):
         chunk = boxes[start : start + BOXES_PER_CHUNK]
-        best.append(np.asarray(bounding_boxes.compute_iou(chunk, anchor_boxes, BOX_FORMAT)).max(1))
+        best.append(np.asarray(bounding_boxes.compute_iou(chunk, all_anchors, BOX_FORMAT)).max(1))
     return np.concatenate(best)
 
 
