@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from defectscope.cli.main import app
 from defectscope.core.errors import ConfigError
+from defectscope.evaluation.evaluate_detector import evaluate_detector
 from defectscope.inference.batch import predict_files
 from defectscope.inference.detector import Detector, load_detector
 from defectscope.inference.model_files import ModelLoadError, locate_model
@@ -235,10 +236,14 @@ def test_test_time_flips_through_the_api_and_the_cli(
     assert metrics["test_time_flips"] is True
     assert metrics["box_confidence"] == measured["box_confidence"]
     assert metrics["box_confidence_selection_f1"] == measured["box_confidence_selection_f1"]
-    assert (
-        "test-time flips (image, horizontal and vertical mirror averaged): on"
-        in (evaluation / "report.md").read_text()
+    report = (evaluation / "report.md").read_text()
+    assert "test-time flips (image, horizontal and vertical mirror averaged): on" in report
+    assert f"selection mAP@0.5 with them {measured['selection_map50']:.4f}" in report
+    before = evaluate_detector(  # a detector trained before the flips were measured
+        Detector(location, older, tta=True), synthetic_root, out=tmp_path / "older"
     )
+    assert before["test_time_flips"] and before["box_confidence"] == metadata["box_confidence"]
+    assert "chosen without them" in (tmp_path / "older" / "report.md").read_text()
     refused = [
         ["predict", str(image), "--out", str(tmp_path / "refused.csv")],
         ["evaluate", "--data", str(synthetic_root), "--out", str(tmp_path / "refused")],

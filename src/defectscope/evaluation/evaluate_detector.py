@@ -150,6 +150,8 @@ def _flips_line(metrics: dict) -> str:
     measured = metrics.get("tta")
     if isinstance(measured, dict) and "selection_map50" in measured:
         line += f"; selection mAP@0.5 with them {measured['selection_map50']:.4f}"
+    elif metrics.get("test_time_flips"):
+        line += "; the box confidence was chosen without them (trained before they were measured)"
     return line
 
 
@@ -247,6 +249,7 @@ def evaluate_detector(
         "box_confidence": shown,
         **_selection_f1(detector),
         "test_time_flips": detector.tta,
+        **{k: v for k, v in detector.metadata.items() if k == "tta" and isinstance(v, dict)},
         "precision": at_shown["precision"],
         "recall": at_shown["recall"],
         "f1": at_shown["f1"],
