@@ -13,6 +13,7 @@ by default: on NEU-DET tuning blocks 13-14 scored below the frozen encoder, docs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -132,18 +133,13 @@ def choose_decoding(
     raws = raw_outputs(trainer, selection)
     fixed = config.detect.nms_iou
     scores, found = {}, {}
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)  # a graph per threshold: TensorFlow warns of "retracing"
-    try:
+    with _quiet_retracing():
         for iou in NMS_IOU_CANDIDATES if fixed is None else (fixed,):
             set_nms_iou(best, iou)
             decoder = compiled_decoder(best)
             found[iou] = [b for raw in raws for b in decode(decoder, raw, config.image_size)]
             metrics = coco_metrics(truths(selection), found[iou], classes, config.image_size)
             scores[iou] = (metrics["map50"], metrics["map50_95"])
-    finally:
-        tf_log.setLevel(level)
     chosen = pick_nms_iou(scores)
     confidence, f1 = choose_box_confidence(truths(selection), found[chosen], len(classes))
     log.info(
@@ -159,13 +155,27 @@ def choose_decoding(
     decoding = {"nms_iou": chosen, "box_confidence": confidence, "box_confidence_selection_f1": f1}
     if fixed is None:
         decoding["nms_iou_selection_map50"] = {f"{i:.2f}": v[0] for i, v in scores.items()}
-    flips = measure_flips(best, trainer, compiled_decoder(best), selection, mirrored, raws)
+    with _quiet_retracing():
+        flips = measure_flips(best, trainer, compiled_decoder(best), selection, mirrored, raws)
     log.info(
         "with test-time flips (--tta): selection mAP@0.5 %.4f; boxes shown from confidence %.2f",
         flips["selection_map50"],
         flips["box_confidence"],
     )
     return {**decoding, "tta": flips}
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """TensorFlow's "retracing" warnings silenced: a decoder graph per NMS threshold and batch
+    size is expected here."""
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tf_log.setLevel(level)
 
 
 def pick_nms_iou(scores: dict[float, tuple[float, float]]) -> float:
