@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_path, atomic_write_json, atomic_write_text
-from defectscope.core.errors import ConfigError
 from defectscope.core.files import prepare_output_folder
 from defectscope.core.text import plural
 from defectscope.data.detection import create_detection_dataset, records_for
@@ -28,6 +27,7 @@ from defectscope.inference.detector import (
     FOUND_COLOR,
     TRUE_COLOR,
     Detector,
+    check_tta_fits,
     draw_labelled_boxes,
     load_detector,
     selection_choices,
@@ -225,8 +225,7 @@ def evaluate_detector(
 ) -> dict:
     """Evaluate a detector on one split; writes metrics.json and the pictures into ``out``.
     ``tta``: a detector path is loaded with test-time flips (a loaded one keeps its own)."""
-    if tta and isinstance(model, Detector) and not model.tta:
-        raise ConfigError("a loaded detector keeps its tta: load_detector(path, tta=True)")
+    check_tta_fits(model, tta)
     out = prepare_output_folder(out, "evaluation files", _is_output, overwrite)
     detector = model if isinstance(model, Detector) else load_detector(model, tta=tta)
     with tempfile.TemporaryDirectory(prefix="defectscope-records-") as scratch:

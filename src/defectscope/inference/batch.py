@@ -17,7 +17,13 @@ from defectscope.core.atomic_io import atomic_write_bytes
 from defectscope.core.errors import ConfigError, RunFolderError
 from defectscope.core.files import prepare_output_folder
 from defectscope.inference.classifier import Classifier, Prediction, PredictionBatch, load_model
-from defectscope.inference.detector import Detection, Detector, boxes_png, load_detector
+from defectscope.inference.detector import (
+    Detection,
+    Detector,
+    boxes_png,
+    check_tta_fits,
+    load_detector,
+)
 from defectscope.inference.explain import overlay_png
 from defectscope.inference.model_files import model_task
 from defectscope.inference.sources import Shard, SourceItem, stream_sources
@@ -209,8 +215,7 @@ def _checked_task(
         check_nms_iou(nms_iou)
         if isinstance(model, Detector):
             raise ConfigError("a loaded detector keeps its nms_iou: load_detector(path, nms_iou)")
-    if tta and isinstance(model, Detector) and not model.tta:
-        raise ConfigError("a loaded detector keeps its tta: load_detector(path, tta=True)")
+    check_tta_fits(model, tta)
     task = model_kind(model)
     check_options_fit(task, explain_dir=explain_dir, draw_dir=draw_dir, nms_iou=nms_iou, tta=tta)
     if explain_dir:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 from defectscope.data.images import (
     DEFAULT_MAX_PIXELS,
@@ -292,6 +293,12 @@ def _box_confidence(location: ModelLocation, metadata: dict, tta: bool = False) 
             location.metadata_path, f"box_confidence must be a number in [0, 1], got {value!r}"
         )
     return float(value)
+
+
+def check_tta_fits(model, tta: bool) -> None:
+    """Refuse ``tta`` for a detector loaded without it (it is set when a detector is loaded)."""
+    if tta and isinstance(model, Detector) and not model.tta:
+        raise ConfigError("a loaded detector keeps its tta: load_detector(path, tta=True)")
 
 
 def load_detector(path: str | Path, nms_iou: float | None = None, tta: bool = False) -> Detector:

@@ -54,10 +54,6 @@ class FlipAverage:
             for name, (rows, columns) in TTA_FLIPS.items()
         }
 
-    @property
-    def view_names(self) -> tuple[str, ...]:
-        return (PLAIN, *TTA_FLIPS)
-
     def views(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The batch as each view sees it: plain, then mirrored."""
         flipped = {name: flip_images(images, *axes) for name, axes in TTA_FLIPS.items()}

@@ -63,9 +63,10 @@ def measure_flips(
         for i, batch in enumerate(plain)
     ]
     found = [boxes for raw in averaged for boxes in decode(decoder, raw, size)]
+    true_boxes = truths(selection)
     names = [str(index) for index in range(detector.num_classes)]  # mAP needs no class names
-    metrics = coco_metrics(truths(selection), found, names, size)
-    confidence, f1 = choose_box_confidence(truths(selection), found, detector.num_classes)
+    metrics = coco_metrics(true_boxes, found, names, size)
+    confidence, f1 = choose_box_confidence(true_boxes, found, detector.num_classes)
     return {
         "flips": list(TTA_FLIPS),
         "selection_map50": metrics["map50"],
