@@ -272,13 +272,15 @@ def test_an_image_whose_boxes_fill_every_row_trains() -> None:
     assert np.isfinite(loss), loss
 
 
-@pytest.mark.parametrize("beta", [0.1, 0.5])
-def test_the_box_loss_is_smooth_l1_with_the_configured_beta(beta: float) -> None:
+@pytest.mark.parametrize("beta", [0.1, 0.5, "ciou"])
+def test_the_box_loss_is_the_configured_one(beta: float | str) -> None:
     """With the box head predicting zero deltas, the loss changes from KerasHub's Huber
-    (beta 1) by exactly the smooth-L1 difference of the label encoder's box targets."""
+    (beta 1) by exactly the smooth-L1 difference of the label encoder's box targets, or, with
+    ``box_loss: ciou``, to twice the CIoU loss of the anchors' own boxes."""
     import numpy as np
     from keras import ops
 
+    from defectscope.models.box_loss import CIOU_LOSS_WEIGHT, create_box_loss
     from defectscope.training.detect import _compile, with_padding_row
 
     detector, trainer, features, truth = _heads_and_batch(3)
@@ -299,13 +301,20 @@ def test_the_box_loss_is_smooth_l1_with_the_configured_beta(beta: float) -> None
 
     losses = {}
     for value in (1.0, beta):
-        config = tiny_detector_config(
-            Path("unused"), Path("unused"), detect={"box_loss_beta": value}
-        )
+        detect = {"box_loss": "ciou"} if value == "ciou" else {"box_loss_beta": value}
+        config = tiny_detector_config(Path("unused"), Path("unused"), detect=detect)
         _compile(trainer, detector, config, steps=1)
         predicted = trainer(features)
         losses[value] = float(trainer.compute_loss(features, truth, predicted))
-    expected = smooth_l1(beta) - smooth_l1(1.0)
+    if beta == "ciou":
+        weights = positive / positive.sum()
+        ciou_of_anchors = float(
+            create_box_loss("ciou", detector)[0](targets, np.zeros_like(targets), weights)
+        )
+        assert 0.1 < ciou_of_anchors < 2.0
+        expected = CIOU_LOSS_WEIGHT * ciou_of_anchors - smooth_l1(1.0)
+    else:
+        expected = smooth_l1(beta) - smooth_l1(1.0)
     # float32 sums over ~23,000 anchor terms: 1e-3 of the difference, far below any wrong weight
     np.testing.assert_allclose(losses[beta] - losses[1.0], expected, rtol=1e-3)
     assert abs(expected) > 1e-3  # the two losses do differ
@@ -335,18 +344,18 @@ def test_max_detections_must_be_a_whole_number_at_least_one() -> None:
             DetectPhaseConfig(max_detections=bad)
 
 
-def test_a_run_with_another_box_loss_beta_crop_copies_and_ema_caches_saves_and_loads(
+def test_a_run_with_the_ciou_box_loss_crop_copies_and_ema_caches_saves_and_loads(
     synthetic_records: Path, tmp_path: Path
 ) -> None:
     config = tiny_detector_config(
         synthetic_records,
         tmp_path / "run",
-        detect={"epochs": 1, "box_loss_beta": 0.1, "crop_copies": 2, "ema_momentum": 0.9},
+        detect={"epochs": 1, "box_loss": "ciou", "crop_copies": 2, "ema_momentum": 0.9},
     )
     result = train(config)
     assert "map50" in result.metrics
     saved_config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "box_loss_beta: 0.1" in saved_config and "ema_momentum: 0.9" in saved_config
+    assert "box_loss: ciou" in saved_config and "ema_momentum: 0.9" in saved_config
     assert saved_detector(tmp_path / "run", "best") is not None
     caches = tmp_path / ".feature-cache"
     for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):

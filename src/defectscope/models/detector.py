@@ -15,6 +15,7 @@ import functools
 
 from defectscope.core.errors import ConfigError
 from defectscope.models.anchors import BOX_FORMAT, create_anchor_generator
+from defectscope.models.box_loss import register_box_losses
 from defectscope.models.xception import resolve_weights
 
 PYRAMID_LAYERS = {
@@ -137,6 +138,7 @@ def register_detector_layers() -> None:
 
     _pyramid_class()
     _per_class_nms_class()
+    register_box_losses()
 
 
 def create_encoder(image_size: int, weights=None):

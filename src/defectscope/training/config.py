@@ -20,6 +20,7 @@ from defectscope.core.errors import ConfigError
 from defectscope.data.augment import AugmentConfig
 from defectscope.data.pipeline import check_resize
 from defectscope.models.anchors import AUTO_ANCHOR_SIZE
+from defectscope.models.box_loss import check_box_loss
 from defectscope.models.detector import (
     DEFAULT_MAX_DETECTIONS,
     FIRST_TUNABLE_BLOCK,
@@ -107,6 +108,9 @@ class DetectPhaseConfig:
     # box loss: smooth L1 with this beta (Huber(delta=beta) / beta); 1.0 is KerasHub's default
     # Huber, detectron2's RetinaNet uses 0.1 (an L1 pull on small box errors too)
     box_loss_beta: float = 1.0
+    # "smooth_l1" (on the anchor deltas, with box_loss_beta) or "ciou" (1 - CIoU of the decoded
+    # boxes, weight 2 beside the focal loss): the overlap that mAP scores
+    box_loss: str = "smooth_l1"
     # > 0: selection, checkpoints and exports use the moving average of the weights with this
     # momentum per step (Keras' optimizer EMA; 0.99 averages over about 100 steps); 0: off
     ema_momentum: float = 0.0
@@ -129,6 +133,7 @@ class DetectPhaseConfig:
             )
         if isinstance(self.box_loss_beta, bool) or not self.box_loss_beta > 0:
             raise ConfigError(f"detect.box_loss_beta must be > 0, got {self.box_loss_beta!r}")
+        check_box_loss(self.box_loss)
         momentum = self.ema_momentum
         number = isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
         if not number or not 0 <= momentum < 1:

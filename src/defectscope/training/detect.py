@@ -26,6 +26,7 @@ from defectscope.data.detection import crop_copy
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import choose_box_confidence, coco_metrics
 from defectscope.inference.flips import TTA_FLIPS
+from defectscope.models.box_loss import create_box_loss
 from defectscope.models.detector import (
     DEFAULT_NMS_IOU,
     compiled_decoder,
@@ -236,10 +237,10 @@ def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     encoder_weights = {id(w) for w in detector.backbone.image_encoder.weights}
     slower = [w for w in trainer.trainable_weights if id(w) in encoder_weights]
     optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale, phase.ema_momentum)
-    beta = phase.box_loss_beta  # the trainer's loss is the detector's: its losses are set here
+    # the trainer's loss is the detector's: its losses are set here
+    box_loss, box_weight = create_box_loss(phase.box_loss, detector, phase.box_loss_beta)
     detector.compile(
-        box_loss=keras.losses.Huber(delta=beta, reduction="sum"),
-        loss_weights={"bbox_regression": 1.0 / beta, "cls_logits": 1.0},
+        box_loss=box_loss, loss_weights={"bbox_regression": box_weight, "cls_logits": 1.0}
     )
     trainer.compile(optimizer=optimizer)
 

@@ -1,0 +1,88 @@
+"""``detect.box_loss``: the CIoU loss decodes KerasHub's anchor deltas into boxes and scores
+their overlap with the true boxes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from defectscope.core.errors import ConfigError
+from defectscope.models.box_loss import CIOU_LOSS_WEIGHT, check_box_loss, create_box_loss
+
+IMAGE_SIZE = 96
+
+
+def _detector_and_targets():
+    """A 96 px detector and its label encoder's deltas and weights (positive anchors over
+    their count, KerasHub's box weights) for two images: one with two boxes, one empty."""
+    from keras import ops
+
+    from defectscope.models.detector import create_detector
+
+    detector = create_detector(["dent", "rust"], image_size=IMAGE_SIZE, weights=None)
+    boxes = np.zeros((2, 3, 4), np.float32)
+    labels = np.full((2, 3), -1.0, np.float32)
+    boxes[0, :2], labels[0, :2] = [[10, 12, 40, 30], [50, 20, 90, 34]], [0, 1]
+    targets, classes = detector.label_encoder(
+        images=ops.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3)), gt_boxes=boxes, gt_classes=labels
+    )
+    targets, classes = ops.convert_to_numpy(targets), ops.convert_to_numpy(classes)
+    positive = (classes > -1).astype(np.float32)
+    assert positive.sum() >= 2 and not positive[1].any()
+    return detector, targets, positive / positive.sum()
+
+
+def test_ciou_is_zero_for_the_true_deltas_and_one_minus_iou_for_a_box_twice_as_large() -> None:
+    """A prediction twice as wide and tall about the same centre overlaps its true box at IoU
+    1/4 with no centre or aspect penalty: loss 0.75 per positive anchor (a loss on the deltas
+    themselves would give another figure); centres moved by half an anchor's width cost more
+    than a tenth (a decoding that ignored the anchors' size would move them half a pixel)."""
+    detector, targets, weights = _detector_and_targets()
+    loss, weight = create_box_loss("ciou", detector)
+    assert weight == CIOU_LOSS_WEIGHT
+    assert float(loss(targets, targets, sample_weight=weights)) == pytest.approx(0.0, abs=1e-4)
+    doubled = targets + np.array([0, 0, math.log(2), math.log(2)], np.float32)
+    assert float(loss(targets, doubled, sample_weight=weights)) == pytest.approx(0.75, abs=1e-3)
+    moved = targets + np.array([0.5, 0, 0, 0], np.float32)  # centres off by half an anchor
+    assert float(loss(targets, moved, sample_weight=weights)) > 0.1
+
+
+def test_anchors_without_a_true_box_add_neither_loss_nor_gradient() -> None:
+    """Anchors matched to padding rows get degenerate targets (log-sizes near -20); with their
+    weight 0 the loss stays finite and an exploding prediction there moves nothing."""
+    import tensorflow as tf
+
+    detector, targets, weights = _detector_and_targets()
+    loss, _ = create_box_loss("ciou", detector)
+    assert targets[weights == 0].min() < -10  # what the loss must survive
+    predicted = tf.Variable(np.where(weights[..., None] > 0, targets, 50.0).astype(np.float32))
+    with tf.GradientTape() as tape:
+        value = loss(targets, predicted, sample_weight=weights)
+    gradient = tape.gradient(value, predicted).numpy()
+    assert np.isfinite(float(value)) and np.isfinite(gradient).all()
+    assert not gradient[weights == 0].any()
+
+
+def test_smooth_l1_keeps_its_beta_and_weight() -> None:
+    import keras
+
+    loss, weight = create_box_loss("smooth_l1", None, beta=0.1)
+    assert isinstance(loss, keras.losses.Huber) and weight == pytest.approx(10.0)
+
+
+def test_the_ciou_loss_survives_saving_with_a_compiled_detector(tmp_path) -> None:
+    import keras
+
+    detector, targets, weights = _detector_and_targets()
+    loss, _ = create_box_loss("ciou", detector)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    doubled = targets + np.array([0, 0, math.log(2), math.log(2)], np.float32)
+    assert float(restored(targets, doubled, sample_weight=weights)) == pytest.approx(0.75, 1e-3)
+
+
+def test_an_unknown_box_loss_is_refused_naming_it() -> None:
+    for bad in ("giou", "", None):
+        with pytest.raises(ConfigError, match=f"box_loss must be one of .*got {bad!r}"):
+            check_box_loss(bad)
