@@ -22,6 +22,10 @@ def _png(width: int = 120, height: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def _corners(found) -> np.ndarray:
+    return np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in found.boxes])
+
+
 @pytest.fixture(scope="module")
 def onnx_export(tiny_detector_run: Path, synthetic_root: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("detector-export") / "onnx"
@@ -42,9 +46,30 @@ def test_onnx_export_finds_the_same_boxes_as_keras(
     onnx_found = next(load_detector(onnx_export).detect([image], confidence=0.0))
     assert load_detector(onnx_export).backend_name == "onnx"
     assert len(keras_found.boxes) == len(onnx_found.boxes) > 0
-    keras_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in keras_found.boxes])
-    onnx_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in onnx_found.boxes])
+    keras_boxes = _corners(keras_found)
+    onnx_boxes = _corners(onnx_found)
     np.testing.assert_allclose(keras_boxes[:10], onnx_boxes[:10], atol=0.05)
+
+
+def test_a_tflite_export_finds_keras_boxes_plain_and_with_flips(
+    tiny_detector_run: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The TFLite interpreter runs the three views of ``--tta`` one after the other at batch 1,
+    as it runs a plain batch: both give the Keras detector's boxes."""
+    out = tmp_path / "tflite"
+    export_model(tiny_detector_run, "tflite", out, data=synthetic_root, parity=False)
+    image = tmp_path / "plate.png"
+    image.write_bytes(_png())
+    for tta in (False, True):
+        keras_detector = load_detector(tiny_detector_run, tta=tta)
+        keras_found = next(keras_detector.detect([image], confidence=0.0))
+        exported = load_detector(out, tta=tta)
+        assert exported.backend_name == "tflite"
+        tflite_found = next(exported.detect([image], confidence=0.0))
+        assert len(keras_found.boxes) == len(tflite_found.boxes) > 0, tta
+        np.testing.assert_allclose(
+            _corners(keras_found)[:10], _corners(tflite_found)[:10], atol=0.05
+        )
 
 
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
@@ -150,8 +175,8 @@ def test_test_time_flips_on_an_export_and_in_the_service(
     keras_found = next(load_detector(tiny_detector_run, tta=True).detect([image], confidence=0.0))
     onnx_found = next(load_detector(onnx_export, tta=True).detect([image], confidence=0.0))
     assert len(keras_found.boxes) == len(onnx_found.boxes) > 0
-    keras_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in keras_found.boxes])
-    onnx_boxes = np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in onnx_found.boxes])
+    keras_boxes = _corners(keras_found)
+    onnx_boxes = _corners(onnx_found)
     np.testing.assert_allclose(keras_boxes[:10], onnx_boxes[:10], atol=0.05)
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda service, **_: served.update(app=service))
