@@ -65,6 +65,20 @@ def test_anchors_without_a_true_box_add_neither_loss_nor_gradient() -> None:
     assert not gradient[weights == 0].any()
 
 
+def test_collapsed_boxes_give_a_finite_loss_in_a_tensorflow_graph() -> None:
+    """Training runs the loss in a graph, where CIoU's aspect term of a zero-width box was NaN
+    (every loss of the first epoch NaN); log-sizes are clipped before decoding."""
+    import tensorflow as tf
+
+    detector, targets, weights = _detector_and_targets()
+    loss, _ = create_box_loss("ciou", detector)
+    collapsed = targets.copy()
+    collapsed[..., 2:] = -25.0  # exp(-25) of an anchor: equal corners in float32
+    in_graph = tf.function(lambda true, predicted: loss(true, predicted, sample_weight=weights))
+    for true, predicted in ((targets, collapsed), (collapsed, targets)):
+        assert np.isfinite(float(in_graph(true, predicted)))
+
+
 def test_smooth_l1_keeps_its_beta_and_weight() -> None:
     import keras
 

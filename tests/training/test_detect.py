@@ -356,6 +356,8 @@ def test_a_run_with_the_ciou_box_loss_crop_copies_and_ema_caches_saves_and_loads
     assert "map50" in result.metrics
     saved_config = (tmp_path / "run" / "config.yaml").read_text()
     assert "box_loss: ciou" in saved_config and "ema_momentum: 0.9" in saved_config
+    (row,) = results_rows(tmp_path / "run", "detect")
+    assert np.isfinite(float(row["loss"])), row  # a NaN loss still "trains" for an epoch
     assert saved_detector(tmp_path / "run", "best") is not None
     caches = tmp_path / ".feature-cache"
     for copy in ("none", "horizontal", "vertical", "crop-0", "crop-1"):

@@ -13,8 +13,9 @@ from defectscope.models.anchors import BOX_FORMAT, anchor_boxes
 BOX_LOSSES = ("smooth_l1", "ciou")
 # an IoU loss beside the focal loss has twice its weight in mmdetection's ATSS and GFL configs
 CIOU_LOSS_WEIGHT = 2.0
-# predicted log-size deltas are clamped here before decoding (detectron2's bbox_xform_clip), so
-# an untrained head cannot overflow exp(); a box 62 times its anchor's side is never right
+# log-size deltas are clipped to +-this before decoding (detectron2's bbox_xform_clip): an
+# untrained head cannot overflow exp(), and no box collapses to zero width, where CIoU's
+# aspect term is NaN in a TensorFlow graph (the unmatched anchors' targets sit near -20)
 MAX_SIZE_DELTA = math.log(1000.0 / 16)
 
 
@@ -49,8 +50,12 @@ def _ciou_loss_class():
             from keras.utils import bounding_boxes
 
             y_true = ops.where(ops.isfinite(y_true), y_true, ops.zeros_like(y_true))
-            y_pred = ops.concatenate(
-                [y_pred[..., :2], ops.minimum(y_pred[..., 2:], MAX_SIZE_DELTA)], axis=-1
+            y_true, y_pred = (
+                ops.concatenate(
+                    [deltas[..., :2], ops.clip(deltas[..., 2:], -MAX_SIZE_DELTA, MAX_SIZE_DELTA)],
+                    axis=-1,
+                )
+                for deltas in (y_true, y_pred)
             )
             anchors = ops.convert_to_tensor(self.anchors, dtype=y_pred.dtype)
             true_boxes, predicted_boxes = (
