@@ -181,3 +181,29 @@ def test_a_run_killed_between_epochs_resumes_with_the_same_averaged_and_raw_weig
     expected = seen.steps[-1] + whole.get_weights()  # raw weights, then averaged
     for got, want in zip(after.steps[-1] + resumed.get_weights(), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_loss_that_turns_nan_stops_the_run_naming_the_step_and_the_rate() -> None:
+    """Keras' TerminateOnNaN would stop quietly and leave diverged weights to be evaluated."""
+    from defectscope.core.errors import TrainingDivergedError
+    from defectscope.training.callbacks import StopOnDivergence
+
+    def create_model():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    features = np.ones((4, 2), np.float32)
+    targets = np.array([[1.0], [1.0], [np.nan], [1.0]], np.float32)  # the third step's loss
+    guard = StopOnDivergence("detect", "detect", 0.001)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"detect epoch 1, step 3: .* nan.*detect\.learning_rate \(now 0\.001\)",
+    ):
+        create_model().fit(
+            features, targets, batch_size=1, epochs=2, shuffle=False, callbacks=[guard], verbose=0
+        )
+    finite = StopOnDivergence("head", "head", 0.001)
+    create_model().fit(
+        features[:2], targets[:2], batch_size=1, epochs=2, callbacks=[finite], verbose=0
+    )

@@ -38,5 +38,11 @@ class NothingDoneError(DefectscopeError):
     exit_code = 1
 
 
+class TrainingDivergedError(DefectscopeError):
+    """A training loss that became NaN or infinite: the weights diverged, the run stopped."""
+
+    exit_code = 1
+
+
 class ExportError(DefectscopeError):
     """An export that could not be made or failed its parity check."""

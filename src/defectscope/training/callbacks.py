@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 
 from defectscope.core.atomic_io import atomic_path, atomic_write_text
+from defectscope.core.errors import TrainingDivergedError
 
 log = logging.getLogger("defectscope.train")
 RESULT_COLUMNS = (
@@ -195,6 +197,30 @@ class StepProgress(keras.callbacks.Callback):
             steps,
             loss,
         )
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops a run with :class:`TrainingDivergedError` at the first step whose loss is NaN or
+    infinite. Keras' TerminateOnNaN stops quietly, and the run would then evaluate, export and
+    report its diverged weights; here the checkpoints and the backup of the last finished epoch
+    stay as they were."""
+
+    def __init__(self, phase: str, section: str, learning_rate: float) -> None:
+        super().__init__()
+        self.phase, self.section, self.rate = phase, section, learning_rate
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"{self.phase} epoch {self.epoch + 1}, step {batch + 1}: the training loss is "
+                f"{loss}; the weights diverged and the run stopped. Try a lower "
+                f"{self.section}.learning_rate (now {self.rate:g}) in a --config file"
+            )
 
 
 def best_so_far(scores: list) -> tuple:

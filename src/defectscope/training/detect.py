@@ -41,6 +41,7 @@ from defectscope.training.callbacks import (
     BestCheckpoint,
     ChiefBackupAndRestore,
     ResultsLog,
+    StopOnDivergence,
     best_so_far,
     read_results,
 )
@@ -325,6 +326,7 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
         BestDetector(detector, run.best_model, best, phase.patience, wait),
         ResultsLog(run.results_file, "detect", phase.epochs),
         ChiefBackupAndRestore(str(run.backup_dir)),
+        StopOnDivergence("detect", "detect", phase.learning_rate),
     ]
     log.info(
         "detector: %d fit images (%d cached copies), %d selection images, %d steps per epoch",

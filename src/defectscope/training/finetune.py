@@ -18,6 +18,7 @@ from defectscope.training.callbacks import (
     PreciseBatchNorm,
     ResultsLog,
     StepProgress,
+    StopOnDivergence,
     best_so_far,
     read_results,
     score_of_row,
@@ -91,6 +92,7 @@ def _callbacks(config: TrainConfig, run: RunFolder, chief: bool) -> list:
         BestCheckpoint(run.best_model, best, config.finetune.patience, write=chief, wait=wait),
         ChiefBackupAndRestore(str(run.backup_dir), write=chief),
         EpochRandomState(),
+        StopOnDivergence("finetune", "finetune", config.finetune.learning_rate),
     ]
     if chief:
         epochs, terminal = config.finetune.epochs, on_terminal()

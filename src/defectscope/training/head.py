@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from defectscope.models.xception import create_feature_extractor, create_head_model
-from defectscope.training.callbacks import KeepBest, ResultsLog, save_for_inference
+from defectscope.training.callbacks import (
+    KeepBest,
+    ResultsLog,
+    StopOnDivergence,
+    save_for_inference,
+)
 from defectscope.training.config import TrainConfig
 from defectscope.training.features import AugmentedCopy, CachedFeatures, cached_features
 from defectscope.training.run_folder import RunFolder, Stage
@@ -94,7 +99,7 @@ def train_head(model, config: TrainConfig, run: RunFolder, sources: RunSources) 
         epochs=config.head.epochs,
         validation_data=(selection.features, selection.labels),
         class_weight=weights,
-        callbacks=[results, keep_best],
+        callbacks=[results, keep_best, StopOnDivergence("head", "head", config.head.learning_rate)],
         verbose=0,
     )
     epoch_seconds = (time.perf_counter() - started) / max(config.head.epochs, 1)
