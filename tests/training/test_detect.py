@@ -276,7 +276,7 @@ def test_an_image_whose_boxes_fill_every_row_trains() -> None:
 def test_the_box_loss_is_the_configured_one(beta: float | str) -> None:
     """With the box head predicting zero deltas, the loss changes from KerasHub's Huber
     (beta 1) by exactly the smooth-L1 difference of the label encoder's box targets, or, with
-    ``box_loss: ciou``, to twice the CIoU loss of the anchors' own boxes."""
+    ``box_loss: ciou``, to the CIoU loss of the anchors' own boxes plus that smooth L1."""
     import numpy as np
     from keras import ops
 
@@ -306,13 +306,12 @@ def test_the_box_loss_is_the_configured_one(beta: float | str) -> None:
         _compile(trainer, detector, config, steps=1)
         predicted = trainer(features)
         losses[value] = float(trainer.compute_loss(features, truth, predicted))
-    if beta == "ciou":
+    if beta == "ciou":  # the config's beta (1.0 here) for the L1 term beside CIoU
         weights = positive / positive.sum()
-        ciou_of_anchors = float(
-            create_box_loss("ciou", detector)[0](targets, np.zeros_like(targets), weights)
-        )
-        assert 0.1 < ciou_of_anchors < 2.0
-        expected = CIOU_LOSS_WEIGHT * ciou_of_anchors - smooth_l1(1.0)
+        box_loss, weight = create_box_loss("ciou", detector, beta=1.0)
+        of_anchors = float(box_loss(targets, np.zeros_like(targets), weights))
+        assert weight == 1.0 and of_anchors > smooth_l1(1.0) + 0.1 * CIOU_LOSS_WEIGHT
+        expected = of_anchors - smooth_l1(1.0)
     else:
         expected = smooth_l1(beta) - smooth_l1(1.0)
     # float32 sums over ~23,000 anchor terms: 1e-3 of the difference, far below any wrong weight
