@@ -21,7 +21,8 @@ CIOU_LOSS_WEIGHT = 2.0
 MAX_SIZE_DELTA = math.log(1000.0 / 16)
 
 
-def check_box_loss(name) -> str:
+def check_box_loss(name: object) -> str:
+    """``name`` if it is one of :data:`BOX_LOSSES`; a ConfigError repeating it otherwise."""
     if name not in BOX_LOSSES:
         raise ConfigError(f"detect.box_loss must be one of {', '.join(BOX_LOSSES)}, got {name!r}")
     return name
