@@ -35,14 +35,9 @@ def _detector_and_targets():
 
 
 def _ciou_loss(detector, l1_beta=None):
-    from defectscope.models.box_loss import _ciou_loss_class
+    from defectscope.models.box_loss import _ciou_loss_class, anchor_settings
 
-    generator = {
-        key: value
-        for key, value in detector.anchor_generator.get_config().items()
-        if key not in ("name", "trainable", "dtype")
-    }
-    return _ciou_loss_class()(generator, IMAGE_SIZE, l1_beta=l1_beta)
+    return _ciou_loss_class()(anchor_settings(detector), IMAGE_SIZE, l1_beta=l1_beta)
 
 
 def test_ciou_is_zero_for_the_true_deltas_and_one_minus_iou_for_a_box_twice_as_large() -> None:

@@ -106,10 +106,14 @@ def create_box_loss(name: str, detector, beta: float = 1.0) -> tuple:
 
     if check_box_loss(name) == "smooth_l1":
         return keras.losses.Huber(delta=beta, reduction="sum"), 1.0 / beta
-    generator = {
+    size = detector.backbone.image_encoder.image_size
+    return _ciou_loss_class()(anchor_settings(detector), size, l1_beta=beta), 1.0
+
+
+def anchor_settings(detector) -> dict:
+    """The arguments of ``detector``'s KerasHub anchor generator (the CIoU loss rebuilds it)."""
+    return {
         key: value
         for key, value in detector.anchor_generator.get_config().items()
         if key not in ("name", "trainable", "dtype")
     }
-    size = detector.backbone.image_encoder.image_size
-    return _ciou_loss_class()(generator, size, l1_beta=beta), 1.0

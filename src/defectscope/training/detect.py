@@ -133,6 +133,7 @@ def choose_decoding(
     best = keras.saving.load_model(run.best_model)
     trainer = head_trainer(best, config.detect.tune_from_block)
     raws = raw_outputs(trainer, selection)
+    true_boxes = truths(selection)
     fixed = config.detect.nms_iou
     scores, found = {}, {}
     with _quiet_retracing():
@@ -140,10 +141,10 @@ def choose_decoding(
             set_nms_iou(best, iou)
             decoder = compiled_decoder(best)
             found[iou] = [b for raw in raws for b in decode(decoder, raw, config.image_size)]
-            metrics = coco_metrics(truths(selection), found[iou], classes, config.image_size)
+            metrics = coco_metrics(true_boxes, found[iou], classes, config.image_size)
             scores[iou] = (metrics["map50"], metrics["map50_95"])
     chosen = pick_nms_iou(scores)
-    confidence, f1 = choose_box_confidence(truths(selection), found[chosen], len(classes))
+    confidence, f1 = choose_box_confidence(true_boxes, found[chosen], len(classes))
     log.info(
         "NMS IoU %.2f %s (mAP@0.5 %s); boxes shown from confidence %.2f (selection F1 %.4f)",
         chosen,
