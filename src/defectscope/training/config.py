@@ -109,7 +109,7 @@ class DetectPhaseConfig:
     # Huber, detectron2's RetinaNet uses 0.1 (an L1 pull on small box errors too)
     box_loss_beta: float = 1.0
     # "smooth_l1" (on the anchor deltas, with box_loss_beta) or "ciou": 2 x (1 - CIoU) of the
-    # decoded boxes, the overlap that mAP scores, added to that smooth L1
+    # decoded boxes, the overlap that mAP scores, added to that smooth L1 (lost on NEU-DET)
     box_loss: str = "smooth_l1"
     # > 0: selection, checkpoints and exports use the moving average of the weights with this
     # momentum per step (Keras' optimizer EMA; 0.99 averages over about 100 steps); 0: off
