@@ -35,7 +35,8 @@ def _detector_and_targets():
 
 
 def _ciou_loss(detector, l1_beta=None):
-    from defectscope.models.box_loss import _ciou_loss_class, anchor_settings
+    from defectscope.models.anchors import anchor_settings
+    from defectscope.models.box_loss import _ciou_loss_class
 
     return _ciou_loss_class()(anchor_settings(detector), IMAGE_SIZE, l1_beta=l1_beta)
 

@@ -21,6 +21,15 @@ def create_anchor_generator(max_level: int, anchor_size: float, aspect_ratios):
     )
 
 
+def anchor_settings(detector) -> dict:
+    """The arguments of ``detector``'s anchor generator, to rebuild it (the CIoU box loss)."""
+    return {
+        key: value
+        for key, value in detector.anchor_generator.get_config().items()
+        if key not in ("name", "trainable", "dtype")
+    }
+
+
 BOXES_PER_CHUNK = 256  # true boxes compared with every anchor at once (memory: 256 x anchors)
 
 

@@ -9,7 +9,7 @@ import math
 from functools import cache
 
 from defectscope.core.errors import ConfigError
-from defectscope.models.anchors import BOX_FORMAT, anchor_boxes
+from defectscope.models.anchors import BOX_FORMAT, anchor_boxes, anchor_settings
 
 BOX_LOSSES = ("smooth_l1", "ciou")
 # an IoU loss beside the focal loss has twice its weight in mmdetection's ATSS and GFL configs
@@ -108,12 +108,3 @@ def create_box_loss(name: str, detector, beta: float = 1.0) -> tuple:
         return keras.losses.Huber(delta=beta, reduction="sum"), 1.0 / beta
     size = detector.backbone.image_encoder.image_size
     return _ciou_loss_class()(anchor_settings(detector), size, l1_beta=beta), 1.0
-
-
-def anchor_settings(detector) -> dict:
-    """The arguments of ``detector``'s KerasHub anchor generator (the CIoU loss rebuilds it)."""
-    return {
-        key: value
-        for key, value in detector.anchor_generator.get_config().items()
-        if key not in ("name", "trainable", "dtype")
-    }
