@@ -14,6 +14,7 @@ from defectscope.cli.options import OverwriteOption
 from defectscope.cli.predict import predict
 from defectscope.cli.train import train
 from defectscope.core.files import prepare_output_folder
+from defectscope.core.tf_import import prefer_onednn
 
 DEMO_ENTRIES = frozenset(
     {
@@ -58,6 +59,7 @@ def demo(
     """
     from defectscope.data.synthetic import add_quirks, synthesize_dataset
 
+    prefer_onednn(True)  # it trains: before convert imports TensorFlow
     _clear_earlier_demo(out, overwrite)
     dataset, records, run = out / "dataset", out / "tfrecords", out / "run"
     typer.echo(f"[1/6] synthesising a NEU-like dataset in {dataset}")

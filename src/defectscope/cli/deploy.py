@@ -11,7 +11,7 @@ import typer
 from defectscope.cli.console import warn
 from defectscope.cli.options import ModelOption, OverwriteOption, TtaOption
 from defectscope.core.errors import ConfigError
-from defectscope.core.tf_import import import_tensorflow_quietly
+from defectscope.core.tf_import import import_tensorflow_quietly, prefer_onednn
 
 EXPORT_FORMATS = ("savedmodel", "tflite", "tflite-int8", "onnx", "onnx-int8")
 
@@ -178,7 +178,7 @@ def serve(
     # oneDNN's allocator keeps the memory of the largest image decoded and grows with bursts;
     # without it a service returns that memory (Keras batch-1 predict is 6% slower; exports
     # do not use it). An explicit TF_ENABLE_ONEDNN_OPTS in the environment wins.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    prefer_onednn(False)
     import_tensorflow_quietly()
     from defectscope.inference.batch import check_options_fit
     from defectscope.inference.detector import load_detector

@@ -15,6 +15,20 @@ from collections.abc import Iterator
 
 _done = False
 
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def prefer_onednn(enabled: bool) -> None:
+    """Ask for TensorFlow's oneDNN CPU kernels (or its own) unless the environment chose.
+
+    Read by TensorFlow once, at import: a call after it changes nothing. TensorFlow turns
+    oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX; on an AVX2-only AMD EPYC
+    its backward convolutions made a detector training step 1.6-1.9x slower without it
+    (docs/benchmarks.md), so training asks for it; ``serve`` asks against it (its allocator
+    keeps the memory of the largest image, docs/reliability.md).
+    """
+    os.environ.setdefault(ONEDNN, "1" if enabled else "0")
+
 
 @contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
