@@ -26,6 +26,23 @@ def _corners(found) -> np.ndarray:
     return np.array([[b.xmin, b.ymin, b.xmax, b.ymax] for b in found.boxes])
 
 
+def assert_same_boxes(expected, found, first: int = 10) -> None:
+    """Each of ``expected``'s ``first`` surest boxes is in ``found``: same label, corners within
+    0.05 px, confidence within 0.01. An untrained detector's scores nearly tie, so float
+    rounding (oneDNN or not, ONNX Runtime, TFLite) may swap neighbours in the ranking; the
+    boxes themselves must not change."""
+    assert len(expected.boxes) == len(found.boxes) > 0
+    corners = _corners(found)
+    for index, box in enumerate(expected.boxes[:first]):
+        close = np.all(np.abs(corners - _corners(expected)[index]) <= 0.05, axis=1)
+        matches = [
+            other
+            for other, near in zip(found.boxes, close, strict=True)
+            if near and other.label == box.label and abs(other.confidence - box.confidence) <= 0.01
+        ]
+        assert matches, (index, box, found.boxes[max(0, index - 2) : index + 3])
+
+
 @pytest.fixture(scope="module")
 def onnx_export(tiny_detector_run: Path, synthetic_root: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("detector-export") / "onnx"
@@ -45,31 +62,38 @@ def test_onnx_export_finds_the_same_boxes_as_keras(
     keras_found = next(load_detector(tiny_detector_run).detect([image], confidence=0.0))
     onnx_found = next(load_detector(onnx_export).detect([image], confidence=0.0))
     assert load_detector(onnx_export).backend_name == "onnx"
-    assert len(keras_found.boxes) == len(onnx_found.boxes) > 0
-    keras_boxes = _corners(keras_found)
-    onnx_boxes = _corners(onnx_found)
-    np.testing.assert_allclose(keras_boxes[:10], onnx_boxes[:10], atol=0.05)
+    assert_same_boxes(keras_found, onnx_found)
 
 
 def test_a_tflite_export_finds_keras_boxes_plain_and_with_flips(
     tiny_detector_run: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
     """The TFLite interpreter runs the three views of ``--tta`` one after the other at batch 1,
-    as it runs a plain batch: both give the Keras detector's boxes."""
+    as it runs a plain batch: both give the Keras detector's outputs and as many boxes. (Which
+    of an untrained detector's near-tied boxes survive suppression moves with float rounding:
+    the network's outputs are compared, the decoding is the same code for both.)"""
     out = tmp_path / "tflite"
     export_model(tiny_detector_run, "tflite", out, data=synthetic_root, parity=False)
     image = tmp_path / "plate.png"
     image.write_bytes(_png())
+    images = np.random.default_rng(1).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
     for tta in (False, True):
         keras_detector = load_detector(tiny_detector_run, tta=tta)
-        keras_found = next(keras_detector.detect([image], confidence=0.0))
         exported = load_detector(out, tta=tta)
         assert exported.backend_name == "tflite"
+        keras_found = next(keras_detector.detect([image], confidence=0.0))
         tflite_found = next(exported.detect([image], confidence=0.0))
         assert len(keras_found.boxes) == len(tflite_found.boxes) > 0, tta
-        np.testing.assert_allclose(
-            _corners(keras_found)[:10], _corners(tflite_found)[:10], atol=0.05
-        )
+        views = keras_detector.flips.views(images) if tta else {"none": images}
+        assert len(views) == (3 if tta else 1)
+        for view, pixels in views.items():
+            expected = keras_detector.backend.predict_outputs(pixels)
+            found = exported.backend.predict_outputs(pixels)
+            actual = raw_outputs(found, len(keras_detector.classes), out)
+            for name in RAW_OUTPUTS:
+                reference = np.asarray(expected[name])
+                difference = np.abs(np.asarray(actual[name]) - reference).max()
+                assert difference <= 1e-3 * float(np.abs(reference).max()), (view, name)
 
 
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
@@ -174,10 +198,7 @@ def test_test_time_flips_on_an_export_and_in_the_service(
     image.write_bytes(_png())
     keras_found = next(load_detector(tiny_detector_run, tta=True).detect([image], confidence=0.0))
     onnx_found = next(load_detector(onnx_export, tta=True).detect([image], confidence=0.0))
-    assert len(keras_found.boxes) == len(onnx_found.boxes) > 0
-    keras_boxes = _corners(keras_found)
-    onnx_boxes = _corners(onnx_found)
-    np.testing.assert_allclose(keras_boxes[:10], onnx_boxes[:10], atol=0.05)
+    assert_same_boxes(keras_found, onnx_found)
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda service, **_: served.update(app=service))
     monkeypatch.delenv("DEFECTSCOPE_API_KEY", raising=False)
