@@ -32,15 +32,26 @@ def assert_same_boxes(expected, found, first: int = 10) -> None:
     rounding (oneDNN or not, ONNX Runtime, TFLite) may swap neighbours in the ranking; the
     boxes themselves must not change."""
     assert len(expected.boxes) == len(found.boxes) > 0
-    corners = _corners(found)
+    corners, expected_corners = _corners(found), _corners(expected)
     for index, box in enumerate(expected.boxes[:first]):
-        close = np.all(np.abs(corners - _corners(expected)[index]) <= 0.05, axis=1)
+        close = np.all(np.abs(corners - expected_corners[index]) <= 0.05, axis=1)
         matches = [
             other
             for other, near in zip(found.boxes, close, strict=True)
             if near and other.label == box.label and abs(other.confidence - box.confidence) <= 0.01
         ]
         assert matches, (index, box, found.boxes[max(0, index - 2) : index + 3])
+
+
+def assert_same_outputs(keras, export, images, tolerance: float, view: str = "") -> None:
+    """The export's raw outputs on ``images`` are the Keras detector's, each within
+    ``tolerance`` of that output's largest value."""
+    expected = keras.backend.predict_outputs(images)
+    found = raw_outputs(export.backend.predict_outputs(images), len(keras.classes), export.path)
+    for name in RAW_OUTPUTS:
+        reference = np.asarray(expected[name])
+        difference = np.abs(np.asarray(found[name]) - reference).max()
+        assert difference <= tolerance * float(np.abs(reference).max()), (view, name)
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +98,7 @@ def test_a_tflite_export_finds_keras_boxes_plain_and_with_flips(
         views = keras_detector.flips.views(images) if tta else {"none": images}
         assert len(views) == (3 if tta else 1)
         for view, pixels in views.items():
-            expected = keras_detector.backend.predict_outputs(pixels)
-            found = exported.backend.predict_outputs(pixels)
-            actual = raw_outputs(found, len(keras_detector.classes), out)
-            for name in RAW_OUTPUTS:
-                reference = np.asarray(expected[name])
-                difference = np.abs(np.asarray(actual[name]) - reference).max()
-                assert difference <= 1e-3 * float(np.abs(reference).max()), (view, name)
+            assert_same_outputs(keras_detector, exported, pixels, 1e-3, view)
 
 
 @pytest.mark.parametrize("fmt", ["onnx-int8", "tflite-int8"])
@@ -112,12 +117,7 @@ def test_int8_detector_export_calibrates_on_boxes_data_and_stays_close_to_keras(
     keras, export = load_detector(tiny_detector_run), load_detector(out)
     assert export.backend_name == fmt.removesuffix("-int8")
     images = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
-    expected = keras.backend.predict_outputs(images)
-    actual = raw_outputs(export.backend.predict_outputs(images), len(keras.classes), out)
-    for name in RAW_OUTPUTS:
-        reference = np.asarray(expected[name])
-        scale = float(np.abs(reference).max())
-        assert np.abs(np.asarray(actual[name]) - reference).max() <= 0.05 * scale, name
+    assert_same_outputs(keras, export, images, 0.05)
 
 
 def test_an_export_outside_the_map_parity_limit_fails_and_leaves_nothing(
