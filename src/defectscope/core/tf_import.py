@@ -16,18 +16,26 @@ from collections.abc import Iterator
 _done = False
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+# what defectscope itself put into ONEDNN: a child process (``serve`` started by a program
+# that trains) inherits both and may choose again; a value the user set has no such twin
+ONEDNN_CHOSEN_BY_DEFECTSCOPE = "DEFECTSCOPE_CHOSE_ONEDNN_OPTS"
 
 
 def prefer_onednn(enabled: bool) -> None:
-    """Ask for TensorFlow's oneDNN CPU kernels (or its own) unless the environment chose.
+    """Ask for TensorFlow's oneDNN CPU kernels (or its own) unless the user chose.
 
     Read by TensorFlow once, at import: a call after it changes nothing. TensorFlow turns
     oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX; on an AVX2-only AMD EPYC
     its backward convolutions made a detector training step 1.6-1.9x slower without it
     (docs/benchmarks.md), so training asks for it; ``serve`` asks against it (its allocator
-    keeps the memory of the largest image, docs/reliability.md).
+    keeps the memory of the largest image, docs/reliability.md). A value inherited from a
+    defectscope process that chose for itself is not the user's: it is chosen again.
     """
-    os.environ.setdefault(ONEDNN, "1" if enabled else "0")
+    current = os.environ.get(ONEDNN)
+    if current is not None and current != os.environ.get(ONEDNN_CHOSEN_BY_DEFECTSCOPE):
+        return
+    choice = "1" if enabled else "0"
+    os.environ[ONEDNN] = os.environ[ONEDNN_CHOSEN_BY_DEFECTSCOPE] = choice
 
 
 @contextlib.contextmanager
