@@ -22,13 +22,14 @@ def _png(width: int = 120, height: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-def assert_same_detections(keras_detector, exported, tmp_path: Path) -> None:
+def assert_same_detections(keras_detector, exported, tmp_path: Path):
     """The export gives the Keras detector's raw outputs on every view it runs (the plain
     image, or the three of ``--tta``; each within 1e-3 of the output's largest value) and as
     many boxes on a real image file. The boxes themselves are not compared one by one: an
     untrained detector's scores nearly tie (all near 0.0105), so which of two overlapping
     boxes survives suppression moves with float rounding (a fresh-clone run with oneDNN
-    swapped one in TFLite's top ten); the decoding after the network is one code for both."""
+    swapped one in TFLite's top ten); the decoding after the network is one code for both.
+    Returns what the export found on the image file."""
     image = tmp_path / "plate.png"
     image.write_bytes(_png())
     keras_found = next(keras_detector.detect([image], confidence=0.0))
@@ -39,6 +40,7 @@ def assert_same_detections(keras_detector, exported, tmp_path: Path) -> None:
     assert len(views) == (3 if keras_detector.flips else 1)
     for view, view_pixels in views.items():
         assert_same_outputs(keras_detector, exported, view_pixels, 1e-3, view)
+    return found
 
 
 def assert_same_outputs(keras, export, images, tolerance: float, view: str = "") -> None:
@@ -177,10 +179,10 @@ def test_test_time_flips_on_an_export_and_in_the_service(
 
     from defectscope.cli.main import app
 
-    onnx_detector = load_detector(onnx_export, tta=True)
-    assert_same_detections(load_detector(tiny_detector_run, tta=True), onnx_detector, tmp_path)
-    image = tmp_path / "plate.png"
-    onnx_found = next(onnx_detector.detect([image], confidence=0.0))
+    keras_detector = load_detector(tiny_detector_run, tta=True)
+    onnx_found = assert_same_detections(
+        keras_detector, load_detector(onnx_export, tta=True), tmp_path
+    )
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda service, **_: served.update(app=service))
     monkeypatch.delenv("DEFECTSCOPE_API_KEY", raising=False)
