@@ -383,3 +383,30 @@ def test_a_densely_annotated_image_trains_and_every_true_box_is_evaluated(tmp_pa
     metadata = json.loads((tmp_path / "run" / "weights" / "metadata.json").read_text())
     assert metadata["detector"]["max_detections"] == many
     assert load_detector(tmp_path / "run").model.prediction_decoder.max_detections == many
+
+
+def test_a_run_killed_after_its_epochs_resumes_at_the_choices_without_training_again(
+    synthetic_records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The epochs' results survive a stop while the decoding is chosen: the resumed run goes
+    on from there (results.csv unchanged, stage ``trained`` in between) and finishes."""
+    from defectscope.training import detect
+
+    chosen = detect.choose_decoding
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while choosing the decoding")
+
+    monkeypatch.setattr(detect, "choose_decoding", killed)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_detector_config(synthetic_records, run, detect={"epochs": 2, "batch_size": 8}))
+    assert json.loads((run / "state.json").read_text())["stage"] == "trained"
+    epochs = results_rows(run, "detect")
+    assert len(epochs) == 2 and (run / "weights" / "last.keras").is_file()
+    monkeypatch.setattr(detect, "choose_decoding", chosen)
+    result = resume(run)
+    assert results_rows(run, "detect") == epochs  # the same rows, timings included
+    assert 0.0 <= result.metrics["map50"] <= 1.0
+    chosen_iou = json.loads((run / "weights" / "metadata.json").read_text())["detector"]["nms_iou"]
+    assert saved_detector(run, "last").prediction_decoder.iou_threshold == chosen_iou

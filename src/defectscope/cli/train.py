@@ -54,6 +54,15 @@ _MaxEscapeRate = Annotated[
     typer.Option(help="Share of defects the operating point may call OK (default 0.01)."),
 ]
 _Resize = Annotated[str | None, typer.Option(help="stretch | letterbox (keep the aspect ratio).")]
+_Time = Annotated[
+    float | None,
+    typer.Option(
+        "--time",
+        min=0,
+        help="detect: the whole run within this many minutes; the epochs are fitted to it "
+        "(at most --epochs; 0: no limit).",
+    ),
+]
 
 
 def train(
@@ -75,6 +84,7 @@ def train(
     ok_class: _OkClass = None,
     max_escape_rate: _MaxEscapeRate = None,
     resize: _Resize = None,
+    time_minutes: _Time = None,
 ) -> None:
     """Transfer learning: head on cached features, then fine-tuning; evaluates at the end.
 
@@ -93,6 +103,7 @@ def train(
         task,
         epochs,
         batch_size,
+        time_minutes,
         data=str(data),
         out=str(out),
         weights=weights,
@@ -111,6 +122,8 @@ def train(
         RunFolder.open(resume)  # a folder that is no run fails here
     else:  # bad paths and values fail here, before TensorFlow loads
         resolved = resolve_config(config, **options)
+        if time_minutes is not None and resolved.task != "detect":
+            raise ConfigError(f"--time is for detectors (task detect), not task {resolved.task!r}")
         check_train_config(resolved, new_run=is_chief())
     import_tensorflow_quietly()
     from defectscope.training import trainer  # imports Keras: after the quiet import
@@ -119,13 +132,15 @@ def train(
     typer.echo(_summary(result))
 
 
-def _config_options(task: str | None, epochs, batch_size, **given) -> dict:
+def _config_options(task: str | None, epochs, batch_size, time_minutes, **given) -> dict:
     """The command's options as :func:`resolve_config` takes them: a detector's ``--epochs``
-    and ``--batch-size`` are its own, not fine-tuning's."""
+    and ``--batch-size`` are its own, not fine-tuning's; ``--time`` is a detector's only."""
+    timed = {} if time_minutes is None else {"time_minutes": time_minutes}
     if task != "detect":
-        return {"task": task, "detect": None, "epochs": epochs, "batch_size": batch_size, **given}
+        detect = timed or None
+        return {"task": task, "detect": detect, "epochs": epochs, "batch_size": batch_size, **given}
     chosen = {"epochs": epochs, "batch_size": batch_size}
-    detect = {k: v for k, v in chosen.items() if v is not None}
+    detect = {k: v for k, v in chosen.items() if v is not None} | timed
     return {"task": task, "detect": detect, "epochs": None, "batch_size": None, **given}
 
 

@@ -117,6 +117,10 @@ class DetectPhaseConfig:
     # boxes the decoder keeps per image; training raises it to the most true boxes one
     # training image holds when that is more, so dense images are not cut at 100
     max_detections: int = DEFAULT_MAX_DETECTIONS
+    # > 0: the whole run (records, features, epochs, the end's choices and evaluation) within
+    # this many minutes; the epochs that fit are counted after each one and the cosine schedule
+    # ends there, never past ``epochs`` (as Ultralytics' time=); 0: no limit
+    time_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
@@ -160,6 +164,10 @@ class DetectPhaseConfig:
             )
         if not 5 <= self.max_level <= 7:
             raise ConfigError(f"detect.max_level must be 5, 6 or 7, got {self.max_level!r}")
+        minutes = self.time_minutes
+        number = isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
+        if not number or not 0 <= minutes < math.inf:
+            raise ConfigError(f"detect.time_minutes must be >= 0 (0: no limit), got {minutes!r}")
 
 
 TASKS = ("classify", "detect")

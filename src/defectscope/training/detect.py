@@ -22,7 +22,6 @@ import keras
 
 from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
-from defectscope.data.detection import crop_copy
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import choose_box_confidence, coco_metrics
 from defectscope.inference.flips import TTA_FLIPS
@@ -46,7 +45,7 @@ from defectscope.training.callbacks import (
     read_results,
 )
 from defectscope.training.config import TrainConfig
-from defectscope.training.detect_fit import report_anchor_coverage
+from defectscope.training.detect_fit import fit_copies, report_anchor_coverage
 from defectscope.training.detect_selection import (
     decode,
     measure_flips,
@@ -63,6 +62,7 @@ from defectscope.training.pyramid_cache import (
 )
 from defectscope.training.run_folder import RunFolder, Stage
 from defectscope.training.sources import RunSources
+from defectscope.training.time_budget import create_time_budget, encoder_seconds_per_image
 
 log = logging.getLogger("defectscope.train")
 
@@ -199,9 +199,12 @@ class SelectionMap(keras.callbacks.Callback):
     def __init__(self, decoder, selection: PyramidCache, classes: list[str], size: int) -> None:
         super().__init__()
         self.decoder, self.selection, self.classes, self.size = decoder, selection, classes, size
+        self.seconds = 0.0  # the last evaluation's time
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        started = time.perf_counter()
         found = selection_map(self.model, self.decoder, self.selection, self.classes, self.size)
+        self.seconds = time.perf_counter() - started
         if logs is not None:
             logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
 
@@ -290,45 +293,52 @@ def detector_classes(classes: list[str]) -> list[str]:
     return [name for name in classes if name != BACKGROUND]
 
 
-def fit_copies(phase) -> list[str]:
-    """The augmented copies of the fit images whose features are cached (names of
-    :mod:`~defectscope.data.detection`): each epoch sees every image once, in one of them."""
-    copies = ["none", "horizontal", "vertical"] if phase.flips else ["none"]
-    copies += ["transpose"] if phase.transpose else []
-    return copies + [crop_copy(index) for index in range(phase.crop_copies)]
-
-
-def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> dict:
+def train_detector(
+    run: RunFolder, config: TrainConfig, sources: RunSources, started: float | None = None
+) -> dict:
     """Train (or resume) the detector's heads and save best/last.keras; returns how it decodes
-    (:func:`choose_decoding`)."""
+    (:func:`choose_decoding`). ``started`` (``time.perf_counter()`` when the run began, default
+    now) starts the clock of ``detect.time_minutes``. A run killed after its epochs resumes
+    at the choices that follow them."""
+    started = time.perf_counter() if started is None else started
     classes = detector_classes(sources.classes)
     phase = config.detect
     detector = create_detector(
         classes, config.image_size, config.weights, **detector_settings(phase)
     )
-    started = time.perf_counter()
     fit = [cache_pyramids(detector, sources.fit, config, run, copy) for copy in fit_copies(phase)]
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
+    mirrored = {  # for the end's choice with test-time flips; cached now, so the end is short
+        copy: cache_pyramids(detector, sources.selection, config, run, copy) for copy in TTA_FLIPS
+    }
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)
+    if run.read_state().stage is not Stage.TRAINED:
+        if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
+            raise ConfigError(f"{config.data}: the training images hold no box to learn from")
+        report_anchor_coverage(detector, fit[0], classes)
+        timing = (sources.validation.num_examples, started)
+        _fit_heads(run, config, detector, (fit, selection, classes), timing)
+        _save_detector(detector, run.last_model)
+        run.update_state(stage=Stage.TRAINED)
+    decoding = choose_decoding(run, config, selection, classes, mirrored)
+    last = keras.saving.load_model(run.last_model)  # registered by choose_decoding
+    set_nms_iou(last, decoding["nms_iou"])
+    _save_detector(last, run.last_model)
+    return decoding
+
+
+def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timing: tuple) -> None:
+    """The epochs: ``data`` holds the fit caches, the selection cache and the class names;
+    ``timing`` the validation split's size and the run's start, for ``detect.time_minutes``.
+    The best epoch's detector is saved (the last one when no epoch scored)."""
+    fit, selection, classes = data
+    phase = config.detect
     trainer = head_trainer(detector, phase.tune_from_block)
-    if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
-        raise ConfigError(f"{config.data}: the training images hold no box to learn from")
-    report_anchor_coverage(detector, fit[0], classes)
     steps = epoch_steps(fit, phase.batch_size)
     _compile(trainer, detector, config, steps)
     first = run.backup_epoch()
-    data = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
-    best, wait = history_best(run.results_file)
-    averaged = [AveragedWeights(resumed=first > 0)] if phase.ema_momentum else []
-    callbacks = [
-        *averaged,
-        SelectionMap(compiled_decoder(detector), selection, classes, config.image_size),
-        BestDetector(detector, run.best_model, best, phase.patience, wait),
-        ResultsLog(run.results_file, "detect", phase.epochs),
-        ChiefBackupAndRestore(str(run.backup_dir)),
-        StopOnDivergence("detect", "detect", phase.learning_rate),
-    ]
+    batches = cached_batches(fit, phase.batch_size, lambda e: epoch_seed(config.seed, e), first)
     log.info(
         "detector: %d fit images (%d cached copies), %d selection images, %d steps per epoch",
         fit[0].count,
@@ -336,8 +346,22 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
         selection.count,
         steps,
     )
+    callbacks = _callbacks(run, config, detector, selection, classes, first)
+    if phase.time_minutes:
+        validation_count, started = timing
+        callbacks.append(
+            create_time_budget(
+                run,
+                phase,
+                encoder_seconds=encoder_seconds_per_image(detector),
+                selection_map=next(c for c in callbacks if isinstance(c, SelectionMap)),
+                results_log=next(c for c in callbacks if isinstance(c, ResultsLog)),
+                validation_count=validation_count,
+                started=started,
+            )
+        )
     trainer.fit(  # the batches are shuffled by seed, per epoch: no shuffle by Keras
-        data,
+        batches,
         epochs=phase.epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,
@@ -346,10 +370,19 @@ def train_detector(run: RunFolder, config: TrainConfig, sources: RunSources) -> 
     )
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
         _save_detector(detector, run.best_model)
-    mirrored = {
-        copy: cache_pyramids(detector, sources.selection, config, run, copy) for copy in TTA_FLIPS
-    }
-    decoding = choose_decoding(run, config, selection, classes, mirrored)
-    set_nms_iou(detector, decoding["nms_iou"])
-    _save_detector(detector, run.last_model)
-    return decoding
+
+
+def _callbacks(run: RunFolder, config: TrainConfig, detector, selection, classes, first: int):
+    """The moving average of the weights (``detect.ema_momentum``), selection mAP, the best
+    checkpoint, results.csv, backups and the stop on divergence, in that order."""
+    phase = config.detect
+    best, wait = history_best(run.results_file)
+    averaged = [AveragedWeights(resumed=first > 0)] if phase.ema_momentum else []
+    return [
+        *averaged,
+        SelectionMap(compiled_decoder(detector), selection, classes, config.image_size),
+        BestDetector(detector, run.best_model, best, phase.patience, wait),
+        ResultsLog(run.results_file, "detect", phase.epochs),
+        ChiefBackupAndRestore(str(run.backup_dir)),
+        StopOnDivergence("detect", "detect", phase.learning_rate),
+    ]

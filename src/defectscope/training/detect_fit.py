@@ -1,12 +1,13 @@
 """Detector settings fitted to the training boxes before training: how many boxes an image may
-keep, the anchor size (``detect.anchor_size: auto``), and how many boxes the anchors match."""
+keep, the anchor size (``detect.anchor_size: auto``), how many boxes the anchors match, and
+which augmented copies of the fit images are cached."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 
-from defectscope.data.detection import box_table, most_boxes
+from defectscope.data.detection import box_table, crop_copy, most_boxes
 from defectscope.data.pipeline import DataSource
 from defectscope.models.anchors import (
     AUTO_ANCHOR_SIZE,
@@ -82,3 +83,11 @@ def report_anchor_coverage(detector, cache: PyramidCache, classes: list[str]) ->
                 100 * share,
             )
     return coverage
+
+
+def fit_copies(phase) -> list[str]:
+    """The augmented copies of the fit images whose features are cached (names of
+    :mod:`~defectscope.data.detection`): each epoch sees every image once, in one of them."""
+    copies = ["none", "horizontal", "vertical"] if phase.flips else ["none"]
+    copies += ["transpose"] if phase.transpose else []
+    return copies + [crop_copy(index) for index in range(phase.crop_copies)]

@@ -25,6 +25,7 @@ class Stage(StrEnum):
 
     CREATED = "created"  # config.yaml written
     HEAD_DONE = "head_done"  # phase 1 finished (a detector: its features are cached)
+    TRAINED = "trained"  # a detector's epochs finished: best and last.keras saved, undecoded
     DONE = "done"  # both phases and the final evaluation finished
 
 
@@ -43,6 +44,8 @@ class RunState:
     val_accuracy: float | None = None  # final evaluation, on the validation split
     val_map50: float | None = None  # a detector's final evaluation, on the validation split
     train_seconds: float | None = None
+    budget_epochs: int | None = None  # detect.time_minutes: the epochs that fit, last counted
+    budget_seconds: float = 0.0  # and the run's time spent then (a resumed run goes on from it)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "stage": self.stage.value}

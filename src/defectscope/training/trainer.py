@@ -242,7 +242,7 @@ def _run_detector(run: RunFolder, config: TrainConfig, started: float) -> TrainR
     config = fit_anchor_size(config, sources.fit, classes)
     settings = detector_settings(config.detect)
     _write_detector_metadata(run, config, classes, settings)
-    nms = train_detector(run, config, sources)
+    nms = train_detector(run, config, sources, started)
     _write_detector_metadata(run, config, classes, {**settings, "nms_iou": nms["nms_iou"]}, nms)
     plot_training_curves(read_results(run.results_file), run.curves_file)
     metrics = evaluate_detector(
