@@ -306,13 +306,14 @@ def train_detector(
     detector = create_detector(
         classes, config.image_size, config.weights, **detector_settings(phase)
     )
+    caching = time.perf_counter()
     fit = [cache_pyramids(detector, sources.fit, config, run, copy) for copy in fit_copies(phase)]
     selection = cache_pyramids(detector, sources.selection, config, run, "none")
     mirrored = {  # for the end's choice with test-time flips; cached now, so the end is short
         copy: cache_pyramids(detector, sources.selection, config, run, copy) for copy in TTA_FLIPS
     }
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
-        run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - started)
+        run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - caching)
     if run.read_state().stage is not Stage.TRAINED:
         if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
             raise ConfigError(f"{config.data}: the training images hold no box to learn from")
