@@ -59,8 +59,8 @@ _Time = Annotated[
     typer.Option(
         "--time",
         min=0,
-        help="detect: the whole run within this many minutes; the epochs are fitted to it "
-        "(at most --epochs; 0: no limit).",
+        help="detect: the whole run within this many minutes; training stops when no "
+        "further epoch fits (at most --epochs; 0: no limit).",
     ),
 ]
 

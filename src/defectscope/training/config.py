@@ -118,8 +118,8 @@ class DetectPhaseConfig:
     # training image holds when that is more, so dense images are not cut at 100
     max_detections: int = DEFAULT_MAX_DETECTIONS
     # > 0: the whole run (records, features, epochs, the end's choices and evaluation) within
-    # this many minutes; the epochs that fit are counted after each one and the cosine schedule
-    # ends there, never past ``epochs`` (as Ultralytics' time=); 0: no limit
+    # this many minutes: after each epoch the epochs that fit are counted, and training stops
+    # when no further one does (the schedule stays that of ``epochs``); 0: no limit
     time_minutes: float = 0.0
 
     def __post_init__(self) -> None:
