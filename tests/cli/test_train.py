@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -46,3 +48,25 @@ def test_time_on_a_classifier_is_refused_before_anything_runs(tmp_path, task) ->
     assert result.exit_code != 0
     assert "--time is for detectors (task detect), not task 'classify'" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_options_given_with_resume_are_named_as_ignored(tmp_path) -> None:
+    """--resume goes on with the run's own config.yaml; a --time or --epochs given with it
+    would otherwise be dropped without a word."""
+    from defectscope.training.config import save_config
+    from defectscope.training.run_folder import RunFolder, RunState, Stage
+
+    run = RunFolder(tmp_path / "run")
+    (run.evaluation_dir).mkdir(parents=True)
+    save_config(resolve_config(None, data="d", out=str(run.root)), run.config_file)
+    run.write_state(RunState(stage=Stage.DONE))
+    metrics = {"accuracy": 1.0, "num_images": 2, "num_errors": 0, "macro_f1": 1.0}
+    (run.evaluation_dir / "metrics.json").write_text(json.dumps(metrics))
+    args = ["train", "--resume", str(run.root), "--time", "30", "--epochs", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"--resume goes on with {run.root}/config.yaml; ignored: --epochs, --time" in (
+        result.output
+    )
+    quiet = CliRunner().invoke(app, ["train", "--resume", str(run.root)])
+    assert quiet.exit_code == 0 and "ignored" not in quiet.output

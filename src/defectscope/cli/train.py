@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from defectscope.cli.console import warn
 from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 
@@ -120,6 +121,14 @@ def train(
     )
     if resume:
         RunFolder.open(resume)  # a folder that is no run fails here
+        ignored = _given(
+            data=data, config=config, task=task, weights=weights, epochs=epochs,
+            head_epochs=head_epochs, image_size=image_size, batch_size=batch_size, seed=seed,
+            strategy=strategy, cpu_devices=cpu_devices, mixed_precision=mixed_precision, xla=xla,
+            ok_class=ok_class, max_escape_rate=max_escape_rate, resize=resize, time=time_minutes,
+        )  # fmt: skip
+        if ignored:
+            warn(f"--resume goes on with {resume}/config.yaml; ignored: {', '.join(ignored)}")
     else:  # bad paths and values fail here, before TensorFlow loads
         resolved = resolve_config(config, **options)
         if time_minutes is not None and resolved.task != "detect":
@@ -142,6 +151,11 @@ def _config_options(task: str | None, epochs, batch_size, time_minutes, **given)
     chosen = {"epochs": epochs, "batch_size": batch_size}
     detect = {k: v for k, v in chosen.items() if v is not None} | timed
     return {"task": task, "detect": detect, "epochs": None, "batch_size": None, **given}
+
+
+def _given(**options) -> list[str]:
+    """The flags of the options given (not None)."""
+    return [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
 
 
 def _summary(result) -> str:
