@@ -77,6 +77,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.max_epochs = max_epochs
         self.run, self.on_total = run, on_total
         self.durations: list[float] = []
+        self.total: int | None = None  # the epoch count last logged
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -85,19 +86,19 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.durations.append(self.clock() - self._started)
         done, spent, end = epoch + 1, self.spent(), self.end_estimate()
-        total = epochs_that_fit(
-            done, float(np.mean(self.durations)), self.seconds - spent - end, self.max_epochs
-        )
-        if total != self.run.read_state().budget_epochs:
+        mean_epoch = float(np.mean(self.durations))
+        total = epochs_that_fit(done, mean_epoch, self.seconds - spent - end, self.max_epochs)
+        if total != self.total:
             log.info(
                 "time budget: %d epochs fit (%.1f of %.1f min spent, epochs of %.0f s, about "
                 "%.1f min kept for the end)",
                 total,
                 spent / 60,
                 self.seconds / 60,
-                np.mean(self.durations),
+                mean_epoch,
                 end / 60,
             )
+        self.total = total
         self.on_total(total)
         self.run.update_state(budget_epochs=total, budget_seconds=spent)
         if total <= done:
