@@ -19,10 +19,11 @@ EPOCHS = 4
 def test_a_short_detector_run_on_neu_finds_the_defects(
     neu_records: tuple[Path, dict], xception_weights: Path, tmp_path: Path
 ) -> None:
-    """Preset ``detect`` cut to 4 epochs without mirrored copies (about 6 minutes on two
-    cores), chosen on the selection set, measured on the 360 validation images. A detector
-    that found nothing scores 0; the whole preset (36 epochs, mirrored copies) scored 0.40-0.49
-    (two seeds, docs/detection.md). With ``detect.anchor_size: auto`` this short run found 3 of
+    """Preset ``detect`` cut to 4 epochs without mirrored copies (13.5 minutes alone on
+    the slowest two-core host CI has used, before the epochs lost their page faults), chosen
+    on the selection set, measured on the 360 validation images. A detector that found nothing
+    scores 0; the whole preset (36 epochs, mirrored copies) scored 0.40-0.50 (three draws,
+    docs/detection.md). With ``detect.anchor_size: auto`` this short run found 3 of
     6 classes (mAP@0.5 0.163): the reason the preset keeps the fixed anchor size."""
     records, _ = neu_records
     config = resolve_config(
