@@ -71,7 +71,7 @@ def test_a_resumed_epoch_gets_the_batches_it_had_before(caches) -> None:
 
 def test_the_batches_come_without_a_generator_op(caches) -> None:
     """TensorFlow's generator op lowers glibc's trim threshold for the whole process, which
-    made every later training step page-fault its buffers afresh (12% slower epochs)."""
+    made every later training step page-fault its buffers afresh (about 10% slower epochs)."""
     dataset = cached_batches(caches, BATCH, lambda epoch: epoch, 0)
     graph = dataset._as_serialized_graph().numpy()  # the pipeline's ops, as TensorFlow runs them
     assert b"MapDataset" in graph

@@ -143,8 +143,8 @@ def cached_batches(
     The batches are gathered by ``tf.numpy_function`` over a counter, not by
     ``Dataset.from_generator``: TensorFlow 2.21's generator op lowers glibc's trim threshold for
     the whole process (its log: "Memory patch applied: M_TRIM_THRESHOLD=128 kb"), after which
-    every training step mapped its buffers afresh; on NEU-DET an epoch took 12% longer
-    (4.8 million page faults against 25,000; docs/detection.md)."""
+    every training step mapped its buffers afresh; on NEU-DET an epoch took about 10% longer
+    (4.8 million page faults against 54,000-229,000; docs/detection.md)."""
     import tensorflow as tf
 
     first = caches[0]
@@ -161,8 +161,7 @@ def cached_batches(
             drawn[epoch] = rng.permutation(first.count), rng.integers(0, len(caches), first.count)
         order, copies = drawn[epoch]
         rows = order[step * batch_size : (step + 1) * batch_size]
-        features, target = _gather(caches, [(int(copies[r]), int(r)) for r in rows])
-        return [*(features[name] for name in first.levels), target["boxes"], target["labels"]]
+        return _gather(caches, names, [(int(copies[r]), int(r)) for r in rows])
 
     def structured(index):
         arrays = tf.numpy_function(batch, [index], [tf.float32] * len(names), stateful=True)
@@ -175,17 +174,18 @@ def cached_batches(
     return tf.data.Dataset.counter().map(structured).prefetch(2)
 
 
-def _gather(caches: list[PyramidCache], chosen: list[tuple[int, int]]):
-    """The batch of ``chosen`` (cache index, row) pairs, as float32 arrays in that order: each
-    cache's rows read at once, straight into the batch."""
+def _gather(
+    caches: list[PyramidCache], names: tuple[str, ...], chosen: list[tuple[int, int]]
+) -> list[np.ndarray]:
+    """The arrays ``names`` of the ``chosen`` (cache index, row) pairs, as float32 batches in
+    that order: each cache's rows read at once, straight into the batch."""
     chosen_array = np.asarray(chosen, dtype=np.int64).reshape(-1, 2)
-    batch = {}
-    for name in (*caches[0].levels, "boxes", "labels"):
-        shape = caches[0]._array(name).shape[1:]
-        batch[name] = np.empty((len(chosen_array), *shape), np.float32)
+    batches = []
+    for name in names:
+        batch = np.empty((len(chosen_array), *caches[0]._array(name).shape[1:]), np.float32)
         for index, cache in enumerate(caches):
             where = np.flatnonzero(chosen_array[:, 0] == index)
             if where.size:
-                batch[name][where] = cache._array(name)[chosen_array[where, 1]]
-    features = {name: batch[name] for name in caches[0].levels}
-    return features, {"boxes": batch["boxes"], "labels": batch["labels"]}
+                batch[where] = cache._array(name)[chosen_array[where, 1]]
+        batches.append(batch)
+    return batches
