@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import defectscope
-from defectscope.inference.classifier import load_model
+from defectscope.inference.classifier import load_model, path_dataset, stream_images
 from defectscope.inference.model_files import ModelLoadError
 from defectscope.inference.sources import expand_sources
 from defectscope.inference.writers import write_predictions
@@ -101,3 +101,39 @@ def test_batches_match_single_predictions(classifier, synthetic_root: Path) -> N
         assert abs(a.confidence - b.confidence) < 1e-5
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(buffer, "PNG")
+
+
+def test_a_lazy_stream_is_read_a_few_batches_ahead_and_its_own_error_comes_last(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    paths = sorted((synthetic_root / "train/images").rglob("*.jpg"))[:6]
+    drawn = []
+
+    def lazy():
+        for index in range(400):
+            drawn.append(index)
+            if index == 399:
+                raise OSError("the path list went away")
+            yield paths[index % len(paths)] if index % 7 else (f"missing-{index}.jpg", "gone")
+
+    stream = stream_images(lazy(), 71, batch_size=4)
+    names, images, errors = next(stream)
+    assert len(drawn) < 100  # read ahead by a few batches, not the whole list
+    assert names[0] == "missing-0.jpg" and errors[0] == "gone"
+    assert names[1:] == [str(p) for p in paths[1:4]] and errors[1:] == ["", "", ""]
+    assert images.shape == (4, 71, 71, 3) and images[1:].std() > 0
+    rows = 4
+    with pytest.raises(OSError, match="the path list went away"):
+        for names, _, _ in stream:
+            rows += len(names)
+    assert rows == 399  # every path before the error was read and yielded
+
+
+def test_paths_are_not_drawn_by_tensorflows_generator_op() -> None:
+    """``Dataset.from_generator`` lowers glibc's trim threshold for the whole process."""
+    dataset = path_dataset(iter(["a.jpg", ("b.jpg", "gone")]), [])
+    assert [(p.decode(), e.decode()) for p, e in dataset.as_numpy_iterator()] == [
+        ("a.jpg", ""),
+        ("b.jpg", "gone"),
+    ]
+    assert b"GeneratorDataset" not in dataset._as_serialized_graph().numpy()

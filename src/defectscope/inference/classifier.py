@@ -231,24 +231,12 @@ def stream_images(
 ):
     """Batches ``(names, images, errors)``: lists of str, a float32 array, ``""`` when readable.
 
-    A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead.
+    A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead; an error
+    raised by ``paths`` itself is raised again after the batches read before it.
     """
     import tensorflow as tf
 
     failures: list[BaseException] = []
-
-    def items():
-        try:
-            for item in paths:
-                if isinstance(item, tuple):
-                    yield item[0].encode("utf-8", "surrogateescape"), item[1].encode("utf-8")
-                else:
-                    yield str(item).encode("utf-8", "surrogateescape"), b""
-        except Exception as err:  # raised again below, not wrapped by tf.data
-            failures.append(err)
-
-    spec = tf.TensorSpec([], tf.string)
-    dataset = tf.data.Dataset.from_generator(items, output_signature=(spec, spec))
     read = _pixel_reader(image_size)
 
     def prepare(path, error):
@@ -263,6 +251,7 @@ def stream_images(
         )
         return path, image, reason
 
+    dataset = path_dataset(paths, failures)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for names, images, errors in dataset.batch(batch_size).prefetch(2):
         yield (
@@ -272,6 +261,42 @@ def stream_images(
         )
     if failures:
         raise failures[0]
+
+
+def path_dataset(paths: Iterable[SourceItem | str], failures: list[BaseException]):
+    """``(path, error)`` string pairs drawn from ``paths`` one at a time, in order; an error
+    raised by ``paths`` ends the dataset and is appended to ``failures``.
+
+    Drawn by ``tf.numpy_function`` over a counter, not by ``Dataset.from_generator``: TensorFlow
+    2.21's generator op lowers glibc's trim threshold for the whole process (its log: "Memory
+    patch applied: M_TRIM_THRESHOLD=128 kb"), after which every batch maps its buffers afresh
+    (docs/detection.md measured it in training)."""
+    import tensorflow as tf
+
+    items = iter(paths)
+
+    def pull(_index) -> tuple[np.ndarray, np.ndarray, np.bool_]:
+        try:
+            item = next(items)
+        except StopIteration:
+            return np.array(b"", object), np.array(b"", object), np.bool_(True)
+        except Exception as err:  # raised again by stream_images, not wrapped by tf.data
+            failures.append(err)
+            return np.array(b"", object), np.array(b"", object), np.bool_(True)
+        path, error = item if isinstance(item, tuple) else (str(item), "")
+        encoded = path.encode("utf-8", "surrogateescape"), error.encode("utf-8")
+        return np.array(encoded[0], object), np.array(encoded[1], object), np.bool_(False)
+
+    def pulled(index):
+        path, error, done = tf.numpy_function(
+            pull, [index], [tf.string, tf.string, tf.bool], stateful=True
+        )
+        return tf.ensure_shape(path, []), tf.ensure_shape(error, []), tf.ensure_shape(done, [])
+
+    drawn = tf.data.Dataset.counter().map(pulled)  # sequential: one next() at a time
+    return drawn.take_while(lambda path, error, done: tf.logical_not(done)).map(
+        lambda path, error, done: (path, error)
+    )
 
 
 def load_model(path: str | Path) -> Classifier:
