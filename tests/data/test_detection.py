@@ -16,6 +16,7 @@ from defectscope.data.detection import (
     MIN_BOX_ROWS,
     box_rows,
     create_detection_dataset,
+    create_mirrored_epoch,
     crop_copy,
     records_for,
     window_boxes,
@@ -147,3 +148,41 @@ def test_no_box_of_a_densely_annotated_image_is_dropped(tmp_path: Path) -> None:
     real = (target["labels"].numpy() >= 0).sum(axis=1)
     assert target["boxes"].shape == (2, many, 4)
     assert sorted(real.tolist()) == [1, many]
+
+
+def test_a_mirrored_epoch_shows_each_image_once_as_one_of_the_cached_copies(
+    synthetic_records: Path,
+) -> None:
+    """The whole detector's epochs: every image once per epoch (whole batches), plain or
+    mirrored exactly as the cached copy of that name, drawn per image and epoch by seed."""
+    source = open_source(synthetic_records, "train")
+    copies = {}
+    for copy in ("none", "horizontal", "vertical"):
+        for images, target, ids in create_detection_dataset(source, SIZE, 256, copy=copy):
+            for image, boxes, labels, image_id in zip(
+                images.numpy(),
+                target["boxes"].numpy(),
+                target["labels"].numpy(),
+                ids.numpy(),
+                strict=True,
+            ):
+                copies[image.tobytes()] = (image_id, copy, boxes, labels)
+    count = source.num_examples
+    drawn, orders = set(), []
+    for seed in (0, 1, 2):
+        seen = []
+        for images, target in create_mirrored_epoch(source, SIZE, 4, seed):
+            for image, boxes, labels in zip(
+                images.numpy(), target["boxes"].numpy(), target["labels"].numpy(), strict=True
+            ):
+                image_id, copy, copy_boxes, copy_labels = copies[image.tobytes()]
+                np.testing.assert_array_equal(boxes, copy_boxes)
+                np.testing.assert_array_equal(labels, copy_labels)
+                seen.append(image_id)
+                drawn.add(copy)
+        assert len(seen) == count - count % 4 and len(set(seen)) == len(seen)
+        orders.append(seen)
+    assert orders[0] != orders[1] and drawn == {"none", "horizontal", "vertical"}
+    again = create_mirrored_epoch(source, SIZE, 4, 1)
+    ids = [copies[image.tobytes()][0] for images, _ in again for image in images.numpy()]
+    assert ids == orders[1]  # the same seed, the same epoch

@@ -48,6 +48,7 @@ FLIPS = ("none", "horizontal", "vertical", "transpose")
 # (clipped to it) when at least CROP_KEEP of its area is inside, else it is dropped
 CROP_SIDE = (0.6, 1.0)
 CROP_KEEP = 0.25
+SHUFFLE_BUFFER = 4096  # records shuffled in memory per epoch (NEU-DET's fit set: 1,296)
 _CROP_NAME = re.compile(r"crop-(\d+)")
 
 
@@ -195,6 +196,50 @@ def _cropped(parsed: dict, image_size: int, seed: int):
     share = (start[1] / shape[1], start[0] / shape[0], size[1] / shape[1], size[0] / shape[0])
     corners, labels = _corners(parsed)
     return image, *window_boxes(corners, labels, share, mirror_x, mirror_y)
+
+
+def _randomly_mirrored(parsed: dict, image_size: int, seed: int):
+    """The image and boxes as one of the cached copies "none", "horizontal" or "vertical",
+    drawn from ``seed`` and the image's id (each a third of the time)."""
+    import tensorflow as tf
+
+    image_id = tf.strings.to_hash_bucket_fast(parsed[IMAGE_SOURCE_ID], 2**31 - 1)
+    draw = tf.random.stateless_uniform(
+        [], seed=tf.stack([tf.constant(seed, tf.int64), image_id]), maxval=3, dtype=tf.int64
+    )
+    image = preprocess_encoded(parsed[IMAGE_ENCODED], image_size)
+    corners, labels = _corners(parsed)
+    xmin, ymin, xmax, ymax = tf.unstack(corners, 4, axis=-1)
+    mirror_x, mirror_y = tf.equal(draw, 1), tf.equal(draw, 2)
+    image = tf.where(mirror_x, tf.image.flip_left_right(image), image)
+    image = tf.where(mirror_y, tf.image.flip_up_down(image), image)
+    xmin, xmax = tf.where(mirror_x, 1.0 - xmax, xmin), tf.where(mirror_x, 1.0 - xmin, xmax)
+    ymin, ymax = tf.where(mirror_y, 1.0 - ymax, ymin), tf.where(mirror_y, 1.0 - ymin, ymax)
+    return image, tf.stack([xmin, ymin, xmax, ymax], axis=-1), labels
+
+
+def create_mirrored_epoch(source: DataSource, image_size: int, batch_size: int, seed: int):
+    """One training epoch of ``(images, {"boxes", "labels"})``: the images shuffled by
+    ``seed``, each plain or mirrored as the cached copies are (:func:`_randomly_mirrored`),
+    whole batches only, so every epoch has the same number of steps."""
+    import tensorflow as tf
+
+    if source.kind != "tfrecord":
+        raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
+    rows = box_rows(source)
+    parsed = tf.data.TFRecordDataset(list(source.files)).map(parse_example)
+    if source.only is not None:
+        keep = _member_of(source.only)
+        parsed = parsed.filter(lambda example: keep(None, None, example[IMAGE_SOURCE_ID]))
+
+    def element(example):
+        image, corners, labels = _randomly_mirrored(example, image_size, seed)
+        boxes, labels = _padded(corners, labels, image_size, rows)
+        return image, {"boxes": boxes, "labels": labels}
+
+    parsed = parsed.shuffle(min(SHUFFLE_BUFFER, max(source.num_examples, 1)), seed=seed)
+    dataset = parsed.map(element, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=True)
 
 
 def _padded(corners, labels, size: int, rows: int):
