@@ -30,19 +30,24 @@ YOLOV5S_AP50 = {
 }
 
 
-def curve(run: Path) -> list[tuple[int, float, float, float]]:
-    """``(epoch, minutes since the start, selection mAP@0.5, mAP@0.5:0.95)`` per epoch."""
+PHASES = ("detect", "detect-finetune")  # the heads' epochs, then the whole detector's
+
+
+def curve(run: Path) -> list[tuple[str, int, float, float, float]]:
+    """``(phase, epoch, minutes since the start, selection mAP@0.5, mAP@0.5:0.95)`` per epoch
+    of the heads and of the whole detector."""
     from defectscope.training.callbacks import read_results
 
     state = json.loads((run / "state.json").read_text())
     elapsed = float(state.get("feature_seconds") or 0.0)
     rows = []
     for row in read_results(run / "results.csv"):
-        if row["phase"] != "detect":
+        if row["phase"] not in PHASES:
             continue
         elapsed += float(row["seconds"])
         rows.append(
             (
+                "heads" if row["phase"] == "detect" else "whole",
                 int(row["epoch"]),
                 elapsed / 60,
                 float(row["selection_map50"]),
@@ -54,9 +59,9 @@ def curve(run: Path) -> list[tuple[int, float, float, float]]:
 
 def print_curve(run: Path) -> None:
     print(f"\n{run}: selection mAP after each epoch (minutes include the feature cache)")
-    print(f"{'epoch':>5}{'minutes':>9}{'mAP@0.5':>10}{'mAP@.5:.95':>12}")
-    for epoch, minutes, map50, map50_95 in curve(run):
-        print(f"{epoch:>5}{minutes:>9.1f}{map50:>10.4f}{map50_95:>12.4f}")
+    print(f"{'phase':>6}{'epoch':>6}{'minutes':>9}{'mAP@0.5':>10}{'mAP@.5:.95':>12}")
+    for phase, epoch, minutes, map50, map50_95 in curve(run):
+        print(f"{phase:>6}{epoch:>6}{minutes:>9.1f}{map50:>10.4f}{map50_95:>12.4f}")
 
 
 def print_per_class(run: Path) -> None:

@@ -13,7 +13,7 @@ from defectscope.training.config import resolve_config
 
 
 def test_a_detectors_epochs_and_batch_size_are_its_own() -> None:
-    options = _config_options("detect", 3, 4, None, data="d", out="r", seed=7)
+    options = _config_options("detect", 3, 4, {}, data="d", out="r", seed=7)
     assert options["detect"] == {"epochs": 3, "batch_size": 4}
     config = resolve_config("detect", **options)
     assert (config.detect.epochs, config.detect.batch_size, config.seed) == (3, 4, 7)
@@ -21,32 +21,43 @@ def test_a_detectors_epochs_and_batch_size_are_its_own() -> None:
 
 
 def test_a_classifiers_epochs_and_batch_size_are_fine_tunings() -> None:
-    options = _config_options(None, 3, 4, None, data="d", out="r")
+    options = _config_options(None, 3, 4, {}, data="d", out="r")
     config = resolve_config(None, **options)
     assert (config.finetune.epochs, config.batch_size) == (3, 4)
     assert options["detect"] is None
 
 
 def test_a_detector_without_epochs_keeps_the_presets() -> None:
-    options = _config_options("detect", None, None, None, data="d", out="r")
+    options = _config_options("detect", None, None, {}, data="d", out="r")
     preset = resolve_config("detect", data="d").detect
     assert resolve_config("detect", **options).detect == preset
 
 
 def test_time_is_a_detectors_budget_and_zero_lifts_it() -> None:
-    options = _config_options("detect", None, None, 45.0, data="d", out="r")
+    options = _config_options("detect", None, None, {"time_minutes": 45.0}, data="d", out="r")
     assert resolve_config("detect", **options).detect.time_minutes == 45.0
-    lifted = _config_options("detect", None, None, 0.0, data="d", out="r")
+    lifted = _config_options("detect", None, None, {"time_minutes": 0.0}, data="d", out="r")
     assert resolve_config("detect", **lifted).detect.time_minutes == 0.0
     assert resolve_config("detect", data="d").detect.time_minutes == 0.0  # no limit by default
 
 
+def test_finetune_epochs_are_a_detectors_and_zero_keeps_its_encoder_frozen() -> None:
+    assert resolve_config("detect", data="d").detect.finetune_epochs == 6  # the preset's
+    for epochs in (0, 2):
+        options = _config_options("detect", None, None, {"finetune_epochs": epochs}, data="d")
+        assert resolve_config("detect", **options).detect.finetune_epochs == epochs
+    assert resolve_config(None, data="d").detect.finetune_epochs == 0
+
+
 @pytest.mark.parametrize("task", ["classify", None])
-def test_time_on_a_classifier_is_refused_before_anything_runs(tmp_path, task) -> None:
-    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--time", "30"]
+@pytest.mark.parametrize("flag", ["--time", "--finetune-epochs"])
+def test_detector_flags_on_a_classifier_are_refused_before_anything_runs(
+    tmp_path, task, flag
+) -> None:
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), flag, "3"]
     result = CliRunner().invoke(app, args + (["--task", task] if task else []))
     assert result.exit_code != 0
-    assert "--time is for detectors (task detect), not task 'classify'" in result.output
+    assert f"{flag} is for detectors (task detect), not task 'classify'" in result.output
     assert not (tmp_path / "run").exists()
 
 

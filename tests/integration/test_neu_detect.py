@@ -19,12 +19,14 @@ EPOCHS = 4
 def test_a_short_detector_run_on_neu_finds_the_defects(
     neu_records: tuple[Path, dict], xception_weights: Path, tmp_path: Path
 ) -> None:
-    """Preset ``detect`` cut to 4 epochs without mirrored copies (13.5 minutes alone on
-    the slowest two-core host CI has used, before the epochs lost their page faults), chosen
-    on the selection set, measured on the 360 validation images. A detector that found nothing
-    scores 0; the whole preset (36 epochs, mirrored copies) scored 0.40-0.50 (three draws,
-    docs/detection.md). With ``detect.anchor_size: auto`` this short run found 3 of
-    6 classes (mAP@0.5 0.163): the reason the preset keeps the fixed anchor size."""
+    """Preset ``detect`` cut to 4 heads epochs, without mirrored copies and without the whole
+    detector's epochs (tested on synthetic images: tests/training/test_detect_finetune.py).
+    13.5 minutes alone on the slowest two-core host CI has used, before the epochs lost their
+    page faults; chosen on the selection set, measured on the 360 validation images. A
+    detector that found nothing scores 0; the preset's heads (36 epochs, mirrored copies)
+    scored 0.40-0.50 (three draws, docs/detection.md). With ``detect.anchor_size: auto`` this
+    short run found 3 of 6 classes (mAP@0.5 0.163): the reason the preset keeps the fixed
+    anchor size."""
     records, _ = neu_records
     config = resolve_config(
         "detect",
@@ -32,7 +34,7 @@ def test_a_short_detector_run_on_neu_finds_the_defects(
         out=str(tmp_path / "run"),
         weights=str(xception_weights),
         seed=0,
-        detect={"epochs": EPOCHS, "patience": EPOCHS, "flips": False},
+        detect={"epochs": EPOCHS, "patience": EPOCHS, "flips": False, "finetune_epochs": 0},
     )
     metrics = train(config).metrics
     assert metrics["task"] == "detect" and metrics["num_images"] == 360, metrics

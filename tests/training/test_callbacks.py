@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from defectscope.training.callbacks import NO_SCORE, BestCheckpoint, best_so_far
-from defectscope.training.detect import BestDetector
+from defectscope.training.detect_parts import BestDetector
 
 
 def _tiny_model(name: str) -> keras.Model:

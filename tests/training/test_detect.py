@@ -14,7 +14,8 @@ from defectscope.evaluation.detection import BOX_CONFIDENCE_CANDIDATES
 from defectscope.inference.detector import load_detector
 from defectscope.training.checks import check_train_config
 from defectscope.training.config import MAX_CROPS, DetectPhaseConfig
-from defectscope.training.detect import fit_copies, history_best, pick_nms_iou
+from defectscope.training.detect import fit_copies, pick_nms_iou
+from defectscope.training.detect_parts import history_best
 from defectscope.training.trainer import resume, train
 from tests.helpers import (
     dense_voc_dataset,
@@ -281,7 +282,8 @@ def test_the_box_loss_is_the_configured_one(beta: float | str) -> None:
     from keras import ops
 
     from defectscope.models.box_loss import CIOU_LOSS_WEIGHT, create_box_loss
-    from defectscope.training.detect import _compile, with_padding_row
+    from defectscope.training.detect import _compile
+    from defectscope.training.detect_parts import with_padding_row
 
     detector, trainer, features, truth = _heads_and_batch(3)
     kernel = detector.box_head.prediction_layer.kernel

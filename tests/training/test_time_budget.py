@@ -16,10 +16,13 @@ from defectscope.training.callbacks import current_learning_rate
 from defectscope.training.config import DetectPhaseConfig, config_from_dict
 from defectscope.training.run_folder import RunFolder
 from defectscope.training.time_budget import (
+    FINETUNE_ENCODER_PASSES,
+    RunClock,
     TimeBudget,
     create_time_budget,
     end_seconds,
     epochs_that_fit,
+    finetune_reserve,
 )
 from defectscope.training.trainer import train
 from tests.helpers import results_rows, tiny_detector_config
@@ -69,7 +72,7 @@ def _fit_with_budget(run: RunFolder, clock: _FakeClock, budget: float, max_epoch
     budget = TimeBudget(
         seconds=budget,
         spent=clock,
-        end_estimate=lambda: 5.0,
+        end_estimate=lambda mean_epoch: 5.0,
         max_epochs=max_epochs,
         run=run,
         clock=clock,
@@ -114,14 +117,14 @@ def test_a_resumed_runs_clock_goes_on_from_the_time_its_earlier_processes_spent(
         run,
         DetectPhaseConfig(time_minutes=30),
         encoder_seconds=0.05,
-        selection_map=SimpleNamespace(seconds=4.0, selection=SimpleNamespace(count=100)),
+        selection_map=SimpleNamespace(seconds=4.0, count=100),
         results_log=results_log,
         validation_count=200,
-        started=started,
+        clock=RunClock.of(run, started),
     )
     assert 600.0 <= budget.spent() < 600.0 + (time.perf_counter() - started) + 1e-6
     assert budget.seconds == 1800.0 and budget.max_epochs == DetectPhaseConfig().epochs
-    assert budget.end_estimate() == pytest.approx(end_seconds(4.0, 100, 200, 0.05))
+    assert budget.end_estimate(50.0) == pytest.approx(end_seconds(4.0, 100, 200, 0.05))
     budget.on_total(12)  # the count that results.csv's log lines show ("epoch 3/12")
     assert results_log.total == 12
 
@@ -144,3 +147,12 @@ def test_a_detector_run_out_of_time_stops_after_one_epoch_and_still_finishes(
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["stage"] == "done" and state["budget_epochs"] == 1
     assert "time_minutes: 0.001" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_the_heads_budget_keeps_the_whole_detectors_epochs_and_the_features_after_them() -> None:
+    """Each whole-detector epoch: a heads epoch and FINETUNE_ENCODER_PASSES encoder passes over
+    the fit images; then three selection copies through the tuned encoder."""
+    reserve = finetune_reserve(3, fit_count=1000, selection_count=100, encoder_seconds=0.05)
+    per_epoch = 120.0 + FINETUNE_ENCODER_PASSES * 0.05 * 1000
+    assert reserve(120.0) == pytest.approx(3 * per_epoch + 3 * 100 * 0.05)
+    assert finetune_reserve(0, 1000, 100, 0.05)(120.0) == 0.0

@@ -119,6 +119,7 @@ def _detect(out: Path, records: Path, dataset: Path, seed: int) -> None:
         epochs=DETECTOR_EPOCHS,
         batch_size=8,
         seed=seed,
+        finetune_epochs=0,  # the heads only, so the demo keeps to its minutes
     )
     predict(
         sources=[str(dataset / "validation" / "images")],

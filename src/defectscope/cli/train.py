@@ -64,6 +64,14 @@ _Time = Annotated[
         "further epoch fits (at most --epochs; 0: no limit).",
     ),
 ]
+_FinetuneEpochs = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="detect: epochs of the whole detector (encoder too) after its heads' --epochs "
+        "(preset 6; 0: the encoder stays frozen).",
+    ),
+]
 
 
 def train(
@@ -86,6 +94,7 @@ def train(
     max_escape_rate: _MaxEscapeRate = None,
     resize: _Resize = None,
     time_minutes: _Time = None,
+    finetune_epochs: _FinetuneEpochs = None,
 ) -> None:
     """Transfer learning: head on cached features, then fine-tuning; evaluates at the end.
 
@@ -104,7 +113,7 @@ def train(
         task,
         epochs,
         batch_size,
-        time_minutes,
+        {"time_minutes": time_minutes, "finetune_epochs": finetune_epochs},
         data=str(data),
         out=str(out),
         weights=weights,
@@ -126,13 +135,17 @@ def train(
             head_epochs=head_epochs, image_size=image_size, batch_size=batch_size, seed=seed,
             strategy=strategy, cpu_devices=cpu_devices, mixed_precision=mixed_precision, xla=xla,
             ok_class=ok_class, max_escape_rate=max_escape_rate, resize=resize, time=time_minutes,
+            finetune_epochs=finetune_epochs,
         )  # fmt: skip
         if ignored:
             warn(f"--resume goes on with {resume}/config.yaml; ignored: {', '.join(ignored)}")
     else:  # bad paths and values fail here, before TensorFlow loads
         resolved = resolve_config(config, **options)
-        if time_minutes is not None and resolved.task != "detect":
-            raise ConfigError(f"--time is for detectors (task detect), not task {resolved.task!r}")
+        for flag, value in (("--time", time_minutes), ("--finetune-epochs", finetune_epochs)):
+            if value is not None and resolved.task != "detect":
+                raise ConfigError(
+                    f"{flag} is for detectors (task detect), not task {resolved.task!r}"
+                )
         check_train_config(resolved, new_run=is_chief())
     import_tensorflow_quietly()
     from defectscope.training import trainer  # imports Keras: after the quiet import
@@ -141,10 +154,11 @@ def train(
     typer.echo(_summary(result))
 
 
-def _config_options(task: str | None, epochs, batch_size, time_minutes, **given) -> dict:
+def _config_options(task: str | None, epochs, batch_size, detect_only: dict, **given) -> dict:
     """The command's options as :func:`resolve_config` takes them: a detector's ``--epochs``
-    and ``--batch-size`` are its own, not fine-tuning's; ``--time`` is a detector's only."""
-    timed = {} if time_minutes is None else {"time_minutes": time_minutes}
+    and ``--batch-size`` are its own, not fine-tuning's; ``detect_only`` (``time_minutes``,
+    ``finetune_epochs``) are a detector's only."""
+    timed = {k: v for k, v in detect_only.items() if v is not None}
     if task != "detect":
         detect = timed or None
         return {"task": task, "detect": detect, "epochs": epochs, "batch_size": batch_size, **given}

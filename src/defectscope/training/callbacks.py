@@ -205,9 +205,12 @@ class StopOnDivergence(keras.callbacks.Callback):
     report its diverged weights; here the checkpoints and the backup of the last finished epoch
     stay as they were."""
 
-    def __init__(self, phase: str, section: str, learning_rate: float) -> None:
+    def __init__(
+        self, phase: str, section: str, learning_rate: float, rate_name: str = "learning_rate"
+    ) -> None:
         super().__init__()
         self.phase, self.section, self.rate = phase, section, learning_rate
+        self.rate_name = rate_name  # the setting named in the error, within ``section``
         self.epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -219,7 +222,7 @@ class StopOnDivergence(keras.callbacks.Callback):
             raise TrainingDivergedError(
                 f"{self.phase} epoch {self.epoch + 1}, step {batch + 1}: the training loss is "
                 f"{loss}; the weights diverged and the run stopped. Try a lower "
-                f"{self.section}.learning_rate (now {self.rate:g}) in a --config file"
+                f"{self.section}.{self.rate_name} (now {self.rate:g}) in a --config file"
             )
 
 

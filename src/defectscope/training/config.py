@@ -121,6 +121,11 @@ class DetectPhaseConfig:
     # this many minutes: after each epoch the epochs that fit are counted, and training stops
     # when no further one does (the schedule stays that of ``epochs``); 0: no limit
     time_minutes: float = 0.0
+    # > 0: after the heads' epochs, this many epochs of the whole detector (the encoder too, its
+    # BatchNormalization frozen) on the fit images, mirrored at random; an epoch is kept when
+    # it beats the best so far on the selection set; 0: the encoder stays as ImageNet left it
+    finetune_epochs: int = 0
+    finetune_learning_rate: float = 1e-4  # peak of its cosine schedule (half an epoch warm-up)
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
@@ -164,6 +169,15 @@ class DetectPhaseConfig:
             )
         if not 5 <= self.max_level <= 7:
             raise ConfigError(f"detect.max_level must be 5, 6 or 7, got {self.max_level!r}")
+        epochs = self.finetune_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(
+                f"detect.finetune_epochs must be a whole number >= 0 (0: off), got {epochs!r}"
+            )
+        rate = self.finetune_learning_rate
+        number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+        if not number or not 0 < rate < math.inf:
+            raise ConfigError(f"detect.finetune_learning_rate must be > 0, got {rate!r}")
         minutes = self.time_minutes
         number = isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
         if not number or not 0 <= minutes < math.inf:

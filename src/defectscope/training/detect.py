@@ -9,18 +9,22 @@ the epoch with the best mAP@0.5 on the selection set is kept, and the whole dete
 included) is saved, so prediction and export see one ordinary KerasHub model.
 With ``detect.tune_from_block`` the encoder's last blocks train too, from cached inputs (off
 by default: on NEU-DET tuning blocks 13-14 scored below the frozen encoder, docs/detection.md).
+With ``detect.finetune_epochs`` the whole detector trains after the heads
+(:mod:`~defectscope.training.detect_finetune`), and the end's choices see the selection set
+through its tuned encoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import keras
 
-from defectscope.core.atomic_io import atomic_path
 from defectscope.core.errors import ConfigError
 from defectscope.data.discovery import BACKGROUND
 from defectscope.evaluation.detection import choose_box_confidence, coco_metrics
@@ -37,20 +41,24 @@ from defectscope.models.detector import (
 )
 from defectscope.training.callbacks import (
     AveragedWeights,
-    BestCheckpoint,
     ChiefBackupAndRestore,
     ResultsLog,
     StopOnDivergence,
-    best_so_far,
-    read_results,
 )
 from defectscope.training.config import TrainConfig
+from defectscope.training.detect_finetune import finetune_detector
 from defectscope.training.detect_fit import fit_copies, report_anchor_coverage
+from defectscope.training.detect_parts import (
+    BestDetector,
+    SelectionMap,
+    history_best,
+    save_detector,
+    with_padding_row,
+)
 from defectscope.training.detect_selection import (
     decode,
     measure_flips,
     raw_outputs,
-    selection_map,
     truths,
 )
 from defectscope.training.distribute import epoch_seed
@@ -62,9 +70,17 @@ from defectscope.training.pyramid_cache import (
 )
 from defectscope.training.run_folder import RunFolder, Stage
 from defectscope.training.sources import RunSources
-from defectscope.training.time_budget import create_time_budget, encoder_seconds_per_image
+from defectscope.training.time_budget import (
+    RunClock,
+    after_finetune,
+    create_time_budget,
+    encoder_seconds_per_image,
+    finetune_reserve,
+)
 
 log = logging.getLogger("defectscope.train")
+
+TUNED_FEATURES = ".tuned-features"  # the selection set through a tuned encoder, for the end
 
 
 def head_trainer(detector, tune_from_block: int = 0):
@@ -99,20 +115,6 @@ def head_trainer(detector, tune_from_block: int = 0):
             return detector.compute_loss(images, with_padding_row(y), y_pred, sample_weight)
 
     return CachedFeatureTrainer(inputs, outputs, name="retinanet_heads")
-
-
-def with_padding_row(truth: dict) -> dict:
-    """``truth`` with one more padding row (box 0, class -1) per image: KerasHub 0.32's box
-    matcher, force-matching every true box, indexes past the last row when an image fills all
-    its rows (the image with the most boxes of a split; training stopped with an
-    InvalidArgumentError)."""
-    from keras import ops
-
-    batch = ops.shape(truth["labels"])[0]
-    return {
-        "boxes": ops.concatenate([truth["boxes"], ops.zeros((batch, 1, 4))], axis=1),
-        "labels": ops.concatenate([truth["labels"], -ops.ones((batch, 1))], axis=1),
-    }
 
 
 # NMS IoU thresholds tried on the selection set when detect.nms_iou is not set (a NEU-DET
@@ -154,7 +156,7 @@ def choose_decoding(
         f1[f"{confidence:.2f}"],
     )
     set_nms_iou(best, chosen)
-    _save_detector(best, run.best_model)
+    save_detector(best, run.best_model)
     decoding = {"nms_iou": chosen, "box_confidence": confidence, "box_confidence_selection_f1": f1}
     if fixed is None:
         decoding["nms_iou_selection_map50"] = {f"{i:.2f}": v[0] for i, v in scores.items()}
@@ -185,49 +187,6 @@ def pick_nms_iou(scores: dict[float, tuple[float, float]]) -> float:
     """The threshold with the best (mAP@0.5, mAP@0.5:0.95); a tie (e.g. a selection set
     without boxes, where every score is -1) keeps the one nearest the default 0.5."""
     return max(scores, key=lambda iou: (scores[iou], -abs(iou - DEFAULT_NMS_IOU)))
-
-
-def _save_detector(detector, path) -> None:
-    with atomic_path(path) as temp:
-        detector.save(temp)
-
-
-class SelectionMap(keras.callbacks.Callback):
-    """The selection set's COCO mAP after each epoch, into the logs (``val_map50``,
-    ``val_map50_95``) that :class:`BestDetector` and ``results.csv`` read."""
-
-    def __init__(self, decoder, selection: PyramidCache, classes: list[str], size: int) -> None:
-        super().__init__()
-        self.decoder, self.selection, self.classes, self.size = decoder, selection, classes, size
-        self.seconds = 0.0  # the last evaluation's time
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        started = time.perf_counter()
-        found = selection_map(self.model, self.decoder, self.selection, self.classes, self.size)
-        self.seconds = time.perf_counter() - started
-        if logs is not None:
-            logs["val_map50"], logs["val_map50_95"] = found["map50"], found["map50_95"]
-
-
-class BestDetector(BestCheckpoint):
-    """:class:`BestCheckpoint` on (selection mAP@0.5, mAP@0.5:0.95), saving the whole
-    detector (encoder included) rather than the model being fitted on cached features."""
-
-    saved = "detector"
-
-    def __init__(self, detector, path: Path, best: tuple, patience: int, wait: int) -> None:
-        super().__init__(path, best, patience, wait=wait)
-        self.detector = detector
-
-    def score(self, logs: dict | None) -> tuple:
-        logs = logs or {}
-        return float(logs.get("val_map50", -1.0)), float(logs.get("val_map50_95", -1.0))
-
-    def save(self) -> None:
-        _save_detector(self.detector, self.path)
-
-    def describe(self, score: tuple) -> str:
-        return f"selection mAP@0.5 {score[0]:.4f}, mAP@0.5:0.95 {score[1]:.4f}"
 
 
 def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
@@ -277,16 +236,6 @@ def _scaled_rate_adam(schedule, slower: list, scale: float, ema_momentum: float 
     )
 
 
-def history_best(results_file: Path) -> tuple[tuple[float, float], int]:
-    """The best selection score of the epochs already run and how many epochs came after it,
-    so that a resumed run goes on counting towards early stopping."""
-    rows = [r for r in read_results(results_file) if r["phase"] == "detect"]
-    scores = [
-        (float(r["selection_map50"] or -1), float(r["selection_map50_95"] or -1)) for r in rows
-    ]
-    return best_so_far([(-1.0, -1.0), *scores])  # before the first epoch: no score
-
-
 def detector_classes(classes: list[str]) -> list[str]:
     """The box classes: the dataset's, without the ``background`` of images without boxes
     (discovery puts it last, so box labels index both lists alike)."""
@@ -296,10 +245,11 @@ def detector_classes(classes: list[str]) -> list[str]:
 def train_detector(
     run: RunFolder, config: TrainConfig, sources: RunSources, started: float | None = None
 ) -> dict:
-    """Train (or resume) the detector's heads and save best/last.keras; returns how it decodes
-    (:func:`choose_decoding`). ``started`` (``time.perf_counter()`` when the run began, default
-    now) starts the clock of ``detect.time_minutes``. A run killed after its epochs resumes
-    at the choices that follow them."""
+    """Train (or resume) the detector's heads, then the whole detector's epochs if any, and
+    save best/last.keras; returns how it decodes (:func:`choose_decoding`). ``started``
+    (``time.perf_counter()`` when the run began, default now) starts the clock of
+    ``detect.time_minutes``. A run killed after the heads resumes at the whole detector's
+    epochs, one killed after those at the choices that follow them."""
     started = time.perf_counter() if started is None else started
     classes = detector_classes(sources.classes)
     phase = config.detect
@@ -314,24 +264,65 @@ def train_detector(
     }
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - caching)
-    if run.read_state().stage is not Stage.TRAINED:
+    timing = (sources.validation.num_examples, RunClock.of(run, started))
+    if run.read_state().stage not in (Stage.TRAINED, Stage.HEADS_TRAINED):
         if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
             raise ConfigError(f"{config.data}: the training images hold no box to learn from")
         report_anchor_coverage(detector, fit[0], classes)
-        timing = (sources.validation.num_examples, started)
         _fit_heads(run, config, detector, (fit, selection, classes), timing)
-        _save_detector(detector, run.last_model)
+        save_detector(detector, run.last_model)
+        run.update_state(stage=Stage.HEADS_TRAINED if phase.finetune_epochs else Stage.TRAINED)
+    if run.read_state().stage is Stage.HEADS_TRAINED:
+        budget = _finetune_budget(run, config, detector, sources, timing)
+        finetune_detector(run, config, (sources.fit, sources.selection, classes), budget)
         run.update_state(stage=Stage.TRAINED)
+    tuned = run.root / TUNED_FEATURES
+    if phase.finetune_epochs:  # the end's choices see the selection set through the tuned encoder
+        selection, mirrored = _tuned_selection(run, config, sources, tuned)
     decoding = choose_decoding(run, config, selection, classes, mirrored)
     last = keras.saving.load_model(run.last_model)  # registered by choose_decoding
     set_nms_iou(last, decoding["nms_iou"])
-    _save_detector(last, run.last_model)
+    save_detector(last, run.last_model)
+    shutil.rmtree(tuned, ignore_errors=True)
     return decoding
+
+
+def _tuned_selection(run: RunFolder, config: TrainConfig, sources: RunSources, folder: Path):
+    """The selection set's caches (plain, and mirrored for test-time flips) computed by the
+    saved best detector's encoder, in ``folder`` of the run, keyed by that file's content."""
+    register_detector_layers()
+    best = keras.saving.load_model(run.best_model)
+    tuned = dataclasses.replace(config, weights=str(run.best_model), feature_cache=str(folder))
+    selection = cache_pyramids(best, sources.selection, tuned, run, "none")
+    mirrored = {
+        copy: cache_pyramids(best, sources.selection, tuned, run, copy) for copy in TTA_FLIPS
+    }
+    return selection, mirrored
+
+
+def _finetune_budget(run: RunFolder, config: TrainConfig, detector, sources, timing: tuple):
+    """The ``detect.time_minutes`` callback of the whole detector's epochs (None without)."""
+    if not config.detect.time_minutes:
+        return None
+    validation_count, clock = timing
+    encoder_seconds = encoder_seconds_per_image(detector)
+    selection_count = sources.selection.num_examples
+    return lambda scoring, results: create_time_budget(
+        run,
+        config.detect,
+        encoder_seconds=encoder_seconds,
+        selection_map=scoring,
+        results_log=results,
+        validation_count=validation_count,
+        clock=clock,
+        max_epochs=config.detect.finetune_epochs,
+        reserve=lambda mean_epoch: after_finetune(selection_count, encoder_seconds),
+    )
 
 
 def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timing: tuple) -> None:
     """The epochs: ``data`` holds the fit caches, the selection cache and the class names;
-    ``timing`` the validation split's size and the run's start, for ``detect.time_minutes``.
+    ``timing`` the validation split's size and the run's clock, for ``detect.time_minutes``.
     The best epoch's detector is saved (the last one when no epoch scored)."""
     fit, selection, classes = data
     phase = config.detect
@@ -349,16 +340,20 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
     )
     callbacks = _callbacks(run, config, detector, selection, classes, first)
     if phase.time_minutes:
-        validation_count, started = timing
+        validation_count, clock = timing
+        encoder_seconds = encoder_seconds_per_image(detector)
         callbacks.append(
             create_time_budget(
                 run,
                 phase,
-                encoder_seconds=encoder_seconds_per_image(detector),
+                encoder_seconds=encoder_seconds,
                 selection_map=next(c for c in callbacks if isinstance(c, SelectionMap)),
                 results_log=next(c for c in callbacks if isinstance(c, ResultsLog)),
                 validation_count=validation_count,
-                started=started,
+                clock=clock,
+                reserve=finetune_reserve(
+                    phase.finetune_epochs, fit[0].count, selection.count, encoder_seconds
+                ),
             )
         )
     trainer.fit(  # the batches are shuffled by seed, per epoch: no shuffle by Keras
@@ -370,7 +365,7 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
         verbose=0,
     )
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
-        _save_detector(detector, run.best_model)
+        save_detector(detector, run.best_model)
 
 
 def _callbacks(run: RunFolder, config: TrainConfig, detector, selection, classes, first: int):

@@ -21,9 +21,13 @@ def decode(decoder, raw: dict, size: int) -> list[ImageBoxes]:
 
 def truths(cache: PyramidCache) -> list[ImageBoxes]:
     rows = range(cache.count)
-    boxes, labels = cache.boxes(rows), cache.labels(rows)
+    return true_boxes(cache.boxes(rows), cache.labels(rows))
+
+
+def true_boxes(boxes, labels) -> list[ImageBoxes]:
+    """Padded ``(N, rows, 4)`` boxes and ``(N, rows)`` labels -> each image's real boxes."""
     found = []
-    for image_boxes, image_labels in zip(boxes, labels, strict=True):
+    for image_boxes, image_labels in zip(np.asarray(boxes), np.asarray(labels), strict=True):
         real = image_labels >= 0
         found.append(ImageBoxes(image_boxes[real], image_labels[real].astype(int)))
     return found

@@ -161,7 +161,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 10_000 + epoch
 
 
-def _epochs_of(make_epoch, first_epoch: int, epochs: int):
+def concatenated_epochs(make_epoch, first_epoch: int, epochs: int):
     """One dataset per epoch from ``first_epoch`` on (and a spare one), concatenated, so that an
     epoch redone after ``--resume`` sees exactly the batches it saw before the kill."""
     dataset = make_epoch(first_epoch)
@@ -198,7 +198,7 @@ def single_worker_inputs(
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     one_hot = _one_hot(len(train.classes))
-    train_data = _epochs_of(
+    train_data = concatenated_epochs(
         lambda epoch: _training_epoch(config, train, epoch, global_batch).map(one_hot),
         first_epoch,
         config.finetune.epochs,
@@ -246,7 +246,7 @@ def multi_worker_inputs(
             dataset = _training_epoch(config, train, epoch, batch, part).map(labels)
             return dataset.repeat().take(steps * max(1, replicas // workers))
 
-        return _epochs_of(make_epoch, first_epoch, config.finetune.epochs)
+        return concatenated_epochs(make_epoch, first_epoch, config.finetune.epochs)
 
     def val_fn(context):
         batch = context.get_per_replica_batch_size(global_batch)

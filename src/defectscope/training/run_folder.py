@@ -25,6 +25,7 @@ class Stage(StrEnum):
 
     CREATED = "created"  # config.yaml written
     HEAD_DONE = "head_done"  # phase 1 finished (a detector: its features are cached)
+    HEADS_TRAINED = "heads_trained"  # a detector's heads trained; its whole-detector epochs next
     TRAINED = "trained"  # a detector's epochs finished: best and last.keras saved, undecoded
     DONE = "done"  # both phases and the final evaluation finished
 
@@ -116,9 +117,10 @@ class RunFolder:
             setattr(state, name, value)
         return self.write_state(state)
 
-    def backup_epoch(self) -> int:
-        """The epoch Keras' ``BackupAndRestore`` will resume from (0 without a backup)."""
-        path = self.backup_dir / "training_metadata.json"
+    def backup_epoch(self, part: str = "") -> int:
+        """The epoch Keras' ``BackupAndRestore`` will resume from (0 without a backup), of the
+        backup folder ``part`` inside the run's (a phase's own) or of the run's."""
+        path = self.backup_dir / part / "training_metadata.json"
         try:
             return int(json.loads(path.read_text())["epoch"])
         except (OSError, ValueError, KeyError):

@@ -7,7 +7,8 @@ validation split); training stops when no further epoch fits. At least one epoch
 budget spent before it still leaves a detector. The learning-rate schedule stays the one of
 ``detect.epochs``: unlike Ultralytics' ``time=``, which shortens its schedule to the epochs that
 fit, because on NEU-DET the shortened cosine lost (selection mAP@0.5 0.360 against 0.424 for the
-same hour, docs/detection.md).
+same hour, docs/detection.md). With ``detect.finetune_epochs`` the heads' budget keeps the time
+of the whole detector's epochs (:func:`finetune_reserve`), which have a budget of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -29,18 +31,45 @@ log = logging.getLogger("defectscope.train")
 # and their average; plus loading and saving the detector and drawing the evaluation's pictures.
 END_SELECTION_EVALUATIONS = 8
 END_FIXED_SECONDS = 30.0
+# an epoch of the whole detector (detect.finetune_epochs) costs about a heads epoch and this
+# many passes of the encoder over the fit images (its backward pass; docs/detection.md)
+FINETUNE_ENCODER_PASSES = 4.5
+# after those epochs the selection images' features are computed again: plain and two mirrors
+RECOMPUTED_SELECTION_COPIES = 3
 
 
-def encoder_seconds_per_image(detector, batch_size: int = 8) -> float:
-    """The image encoder's time per image at the detector's input size, timed on one batch
-    after an untimed one (which builds the graph)."""
+def encoder_seconds_per_image(detector, batch_size: int = 8, repeats: int = 3) -> float:
+    """The image encoder's time per image at the detector's input size: the fastest of
+    ``repeats`` timed batches after an untimed one (which builds the graph), so that a moment
+    of other work on the host does not inflate it."""
     encoder = detector.backbone.image_encoder
     size = int(encoder.image_size)
     images = np.zeros((batch_size, size, size, 3), np.float32)
     encoder.predict_on_batch(images)
-    started = time.perf_counter()
-    encoder.predict_on_batch(images)
-    return (time.perf_counter() - started) / batch_size
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        encoder.predict_on_batch(images)
+        timings.append(time.perf_counter() - started)
+    return min(timings) / batch_size
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """The time a run has spent: ``before``, what its earlier processes spent (``state.json``'s
+    ``budget_seconds`` when this process started), and this process's time since ``started``
+    (``time.perf_counter()``). Read once per process: the budget's own writes of
+    ``budget_seconds`` already include this process's time."""
+
+    started: float
+    before: float = 0.0
+
+    @classmethod
+    def of(cls, run: RunFolder, started: float) -> RunClock:
+        return cls(started, run.read_state().budget_seconds)
+
+    def spent(self) -> float:
+        return self.before + time.perf_counter() - self.started
 
 
 def end_seconds(
@@ -54,18 +83,40 @@ def end_seconds(
     return END_FIXED_SECONDS + END_SELECTION_EVALUATIONS * selection_seconds + validation
 
 
+def finetune_reserve(
+    finetune_epochs: int, fit_count: int, selection_count: int, encoder_seconds: float
+) -> Callable[[float], float]:
+    """Seconds the whole detector's epochs will take, from the mean heads epoch (the heads'
+    budget keeps them), and the selection features computed again after them."""
+
+    def reserve(mean_heads_epoch: float) -> float:
+        if not finetune_epochs:
+            return 0.0
+        encoder = FINETUNE_ENCODER_PASSES * encoder_seconds * fit_count
+        return finetune_epochs * (mean_heads_epoch + encoder) + after_finetune(
+            selection_count, encoder_seconds
+        )
+
+    return reserve
+
+
+def after_finetune(selection_count: int, encoder_seconds: float) -> float:
+    """The selection features computed again with the tuned encoder, for the end's choices."""
+    return RECOMPUTED_SELECTION_COPIES * selection_count * encoder_seconds
+
+
 class TimeBudget(keras.callbacks.Callback):
     """After each epoch: the epochs that fit in ``seconds`` (``spent()`` so far, the mean
-    epoch of this process, ``end_estimate()`` kept for the end); training stops when this one
-    is the last. The count and the time spent go into the run's state (a resumed run's clock
-    goes on from there)."""
+    epoch of this process, ``end_estimate(mean_epoch)`` kept for what follows the epochs);
+    training stops when this one is the last. The count and the time spent go into the run's
+    state (a resumed run's clock goes on from there)."""
 
     def __init__(
         self,
         *,
         seconds: float,
         spent: Callable[[], float],
-        end_estimate: Callable[[], float],
+        end_estimate: Callable[[float], float],
         max_epochs: int,
         run: RunFolder,
         on_total: Callable[[int], None] = lambda total: None,
@@ -85,13 +136,13 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.durations.append(self.clock() - self._started)
-        done, spent, end = epoch + 1, self.spent(), self.end_estimate()
         mean_epoch = float(np.mean(self.durations))
+        done, spent, end = epoch + 1, self.spent(), self.end_estimate(mean_epoch)
         total = epochs_that_fit(done, mean_epoch, self.seconds - spent - end, self.max_epochs)
         if total != self.total:
             log.info(
                 "time budget: %d epochs fit (%.1f of %.1f min spent, epochs of %.0f s, about "
-                "%.1f min kept for the end)",
+                "%.1f min kept for what follows them)",
                 total,
                 spent / 60,
                 self.seconds / 60,
@@ -105,7 +156,7 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
             log.info(
                 "time budget (detect.time_minutes %.1f): stopping after epoch %d, %.1f min "
-                "spent; the end should take about %.1f min",
+                "spent; what follows should take about %.1f min",
                 self.seconds / 60,
                 done,
                 spent / 60,
@@ -128,23 +179,25 @@ def create_time_budget(
     selection_map,
     results_log,
     validation_count: int,
-    started: float,
+    clock: RunClock,
+    max_epochs: int | None = None,
+    reserve: Callable[[float], float] = lambda mean_epoch: 0.0,
 ) -> TimeBudget:
-    """``phase.time_minutes``' callback: its clock goes on from the time earlier processes of
-    the run spent (``started``: this one's ``time.perf_counter()`` at its start); the end is
+    """``phase.time_minutes``' callback: ``clock`` tells the time the run has spent, its
+    earlier processes included; the end is
     estimated from ``selection_map``'s last evaluation time (``.seconds``, over
-    ``.selection.count`` images) and the encoder's time per image; the epoch count it sets is
-    the one ``results_log``'s lines show (``.total``)."""
+    ``.count`` images) and the encoder's time per image; the epoch count it sets is
+    the one ``results_log``'s lines show (``.total``). ``reserve(mean_epoch)``: seconds kept
+    for later epochs (the heads' budget keeps the whole detector's epochs, ``max_epochs`` of
+    the phase being fitted, ``phase.epochs`` by default)."""
     seconds = 60 * phase.time_minutes
-    before = run.read_state().budget_seconds
+    spent = clock.spent
 
-    def spent() -> float:
-        return before + time.perf_counter() - started
-
-    def end_estimate() -> float:
-        return end_seconds(
-            selection_map.seconds, selection_map.selection.count, validation_count, encoder_seconds
+    def end_estimate(mean_epoch: float) -> float:
+        end = end_seconds(
+            selection_map.seconds, selection_map.count, validation_count, encoder_seconds
         )
+        return end + reserve(mean_epoch)
 
     log.info(
         "time budget: %.1f min for the whole run (detect.time_minutes), %.1f min spent",
@@ -155,7 +208,7 @@ def create_time_budget(
         seconds=seconds,
         spent=spent,
         end_estimate=end_estimate,
-        max_epochs=phase.epochs,
+        max_epochs=phase.epochs if max_epochs is None else max_epochs,
         run=run,
         on_total=lambda total: setattr(results_log, "total", total),
     )
