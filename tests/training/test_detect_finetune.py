@@ -121,16 +121,18 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
 ) -> None:
     """Both budgets go on from one clock, read when the process started, not from the time the
     heads' budget wrote into state.json (which already holds this process's time): counted
-    twice, a budgeted NEU-DET run believed 33 minutes spent after 17."""
+    twice, a budgeted NEU-DET run believed 33 minutes spent after 17. The whole detector's
+    budget estimates the end from the heads' cached selection evaluation, kept in state.json."""
     import time
 
     from defectscope.training import detect
 
-    clocks = []
+    clocks, end_evaluations = [], []
     create = detect.create_time_budget
 
     def spy(*args, **kwargs):
         clocks.append(kwargs["clock"])
+        end_evaluations.append(kwargs.get("end_selection_seconds"))
         return create(*args, **kwargs)
 
     monkeypatch.setattr(detect, "create_time_budget", spy)
@@ -141,6 +143,7 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
     assert len(clocks) == 2 and clocks[0] == clocks[1] and clocks[0].before == 0.0
     state = json.loads((run / "state.json").read_text())
     assert 0 < state["budget_seconds"] <= wall, (state["budget_seconds"], wall)
+    assert end_evaluations[0] is None and end_evaluations[1] == state["selection_seconds"] > 0
     assert len(results_rows(run, "detect-finetune")) == 2  # 600 minutes: nothing stopped
 
 

@@ -129,6 +129,28 @@ def test_a_resumed_runs_clock_goes_on_from_the_time_its_earlier_processes_spent(
     assert results_log.total == 12
 
 
+def test_the_whole_detectors_budget_estimates_the_end_from_a_cached_evaluation(
+    tmp_path: Path,
+) -> None:
+    """Its epochs are scored from images (the encoder changes), the end's choices from cached
+    features: the end is estimated from the latter's time, plus what is reserved."""
+    run = RunFolder(tmp_path)
+    budget = create_time_budget(
+        run,
+        DetectPhaseConfig(time_minutes=30),
+        encoder_seconds=0.05,
+        selection_map=SimpleNamespace(seconds=20.0, count=100),
+        results_log=SimpleNamespace(total=6),
+        validation_count=200,
+        clock=RunClock.of(run, time.perf_counter()),
+        max_epochs=6,
+        reserve=lambda mean_epoch: 15.0,
+        end_selection_seconds=4.0,
+    )
+    assert budget.max_epochs == 6
+    assert budget.end_estimate(50.0) == pytest.approx(end_seconds(4.0, 100, 200, 0.05) + 15.0)
+
+
 def test_time_minutes_must_be_a_number_from_zero() -> None:
     for bad in (-1, float("nan"), float("inf"), "an hour", True):
         with pytest.raises(ConfigError, match="detect.time_minutes must be >= 0"):

@@ -317,6 +317,7 @@ def _finetune_budget(run: RunFolder, config: TrainConfig, detector, sources, tim
         clock=clock,
         max_epochs=config.detect.finetune_epochs,
         reserve=lambda mean_epoch: after_finetune(selection_count, encoder_seconds),
+        end_selection_seconds=run.read_state().selection_seconds,
     )
 
 
@@ -339,6 +340,7 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
         steps,
     )
     callbacks = _callbacks(run, config, detector, selection, classes, first)
+    scoring = next(c for c in callbacks if isinstance(c, SelectionMap))
     if phase.time_minutes:
         validation_count, clock = timing
         encoder_seconds = encoder_seconds_per_image(detector)
@@ -347,7 +349,7 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
                 run,
                 phase,
                 encoder_seconds=encoder_seconds,
-                selection_map=next(c for c in callbacks if isinstance(c, SelectionMap)),
+                selection_map=scoring,
                 results_log=next(c for c in callbacks if isinstance(c, ResultsLog)),
                 validation_count=validation_count,
                 clock=clock,
@@ -366,6 +368,8 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
     )
     if not run.best_model.is_file():  # not one epoch beat nothing (mAP -1): keep the last
         save_detector(detector, run.best_model)
+    if scoring.seconds:  # an epoch ran in this process (a resumed one may have none left)
+        run.update_state(selection_seconds=scoring.seconds)
 
 
 def _callbacks(run: RunFolder, config: TrainConfig, detector, selection, classes, first: int):

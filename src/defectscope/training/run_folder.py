@@ -47,6 +47,9 @@ class RunState:
     train_seconds: float | None = None
     budget_epochs: int | None = None  # detect.time_minutes: the epochs that fit, last counted
     budget_seconds: float = 0.0  # and the run's time spent then (a resumed run goes on from it)
+    # a detector's selection evaluation from cached features, as the heads' last one took: the
+    # end's choices make several (detect.time_minutes estimates the end from it)
+    selection_seconds: float | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "stage": self.stage.value}

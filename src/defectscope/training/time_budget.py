@@ -182,6 +182,7 @@ def create_time_budget(
     clock: RunClock,
     max_epochs: int | None = None,
     reserve: Callable[[float], float] = lambda mean_epoch: 0.0,
+    end_selection_seconds: float | None = None,
 ) -> TimeBudget:
     """``phase.time_minutes``' callback: ``clock`` tells the time the run has spent, its
     earlier processes included; the end is
@@ -189,14 +190,17 @@ def create_time_budget(
     ``.count`` images) and the encoder's time per image; the epoch count it sets is
     the one ``results_log``'s lines show (``.total``). ``reserve(mean_epoch)``: seconds kept
     for later epochs (the heads' budget keeps the whole detector's epochs, ``max_epochs`` of
-    the phase being fitted, ``phase.epochs`` by default)."""
+    the phase being fitted, ``phase.epochs`` by default). ``end_selection_seconds``: the time
+    of one of the end's selection evaluations when it is not ``selection_map``'s (the whole
+    detector is scored from images, the end's choices from cached features)."""
     seconds = 60 * phase.time_minutes
     spent = clock.spent
 
     def end_estimate(mean_epoch: float) -> float:
-        end = end_seconds(
-            selection_map.seconds, selection_map.count, validation_count, encoder_seconds
-        )
+        evaluation = selection_map.seconds
+        if end_selection_seconds is not None:
+            evaluation = end_selection_seconds
+        end = end_seconds(evaluation, selection_map.count, validation_count, encoder_seconds)
         return end + reserve(mean_epoch)
 
     log.info(
