@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 import defectscope
-from defectscope.inference.classifier import load_model, path_dataset, stream_images
+from defectscope.inference.classifier import (
+    create_image_batches,
+    load_model,
+    path_dataset,
+    stream_images,
+)
 from defectscope.inference.model_files import ModelLoadError
 from defectscope.inference.sources import expand_sources
 from defectscope.inference.writers import write_predictions
@@ -137,3 +142,11 @@ def test_paths_are_not_drawn_by_tensorflows_generator_op() -> None:
         ("b.jpg", "gone"),
     ]
     assert b"GeneratorDataset" not in dataset._as_serialized_graph().numpy()
+
+
+def test_the_image_batches_run_without_tf_datas_autotuning_thread(synthetic_root: Path) -> None:
+    """Its wake-up delayed the end of about half of 360-image prediction passes by 19 s."""
+    paths = [str(p) for p in sorted((synthetic_root / "train/images").rglob("*.jpg"))[:3]]
+    batches = create_image_batches(iter(paths), 64, 2, "stretch", [])
+    assert batches.options().autotune.enabled is False
+    assert [len(names) for names, _, _ in batches] == [2, 1]

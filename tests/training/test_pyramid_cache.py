@@ -76,3 +76,8 @@ def test_the_batches_come_without_a_generator_op(caches) -> None:
     graph = dataset._as_serialized_graph().numpy()  # the pipeline's ops, as TensorFlow runs them
     assert b"MapDataset" in graph
     assert b"GeneratorDataset" not in graph
+
+
+def test_the_batches_run_without_tf_datas_autotuning_thread(caches: list[PyramidCache]) -> None:
+    dataset = cached_batches(caches, BATCH, lambda epoch: epoch, 0)
+    assert dataset.options().autotune.enabled is False  # its wake-up delayed an iterator's end

@@ -28,6 +28,7 @@ from defectscope.data.pipeline import (
     preprocess_encoded,
     resize_for_model,
 )
+from defectscope.data.tfdata import record_dataset
 from defectscope.data.tfrecord_features import (
     IMAGE_ENCODED,
     IMAGE_SOURCE_ID,
@@ -86,7 +87,7 @@ def most_boxes(source: DataSource) -> int:
     """The most boxes one image of ``source``'s shards holds (one pass over the labels)."""
     import tensorflow as tf
 
-    records = tf.data.TFRecordDataset(list(source.files))
+    records = record_dataset(source.files)
     counts = records.map(
         lambda serialized: tf.size(parse_example(serialized)[OBJECT_CLASS_LABEL]),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -98,13 +99,12 @@ def box_table(source: DataSource):
     """Every box of ``source``'s images (its ``only`` members): normalised ``xyxy`` corners
     (N x 4 float32, of the image's width and height) and class labels (N int64)."""
     import numpy as np
-    import tensorflow as tf
 
     def element(serialized):
         parsed = parse_example(serialized)
         return _corners(parsed)[0], parsed[OBJECT_CLASS_LABEL], parsed[IMAGE_SOURCE_ID]
 
-    items = tf.data.TFRecordDataset(list(source.files)).map(element)
+    items = record_dataset(source.files).map(element)
     if source.only is not None:
         items = items.filter(_member_of(source.only))
     boxes, labels = [np.zeros((0, 4), np.float32)], [np.zeros((0,), np.int64)]
@@ -227,7 +227,7 @@ def create_mirrored_epoch(source: DataSource, image_size: int, batch_size: int, 
     if source.kind != "tfrecord":
         raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
     rows = box_rows(source)
-    parsed = tf.data.TFRecordDataset(list(source.files)).map(parse_example)
+    parsed = record_dataset(source.files).map(parse_example)
     if source.only is not None:
         keep = _member_of(source.only)
         parsed = parsed.filter(lambda example: keep(None, None, example[IMAGE_SOURCE_ID]))
@@ -268,7 +268,7 @@ def create_detection_dataset(
         raise DataSourceError(source.path, "detection reads TFRecords (convert the dataset)")
     seed_of_crop = crop_seed(copy)
     rows = box_rows(source)
-    records = tf.data.TFRecordDataset(list(source.files))
+    records = record_dataset(source.files)
     if shuffle:
         records = records.shuffle(4096, seed=seed)
 

@@ -20,6 +20,7 @@ from defectscope.data.images import decode_image_tensor
 from defectscope.data.layout import DatasetIndex, Problem, worst_per_path
 from defectscope.data.pipeline import is_tfrecord_folder, read_manifest
 from defectscope.data.records import iter_records
+from defectscope.data.tfdata import record_dataset
 from defectscope.data.tfrecord_features import ImageRecord, example_to_record
 from defectscope.data.tfrecord_writer import MANIFEST_NAME
 
@@ -109,7 +110,6 @@ def _shard_problem(path: Path, shard: dict) -> Problem | None:
 
 
 def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str, ImageRecord]]:
-    import tensorflow as tf
 
     manifest = read_manifest(folder)
     report.problems.extend(_recorded_problems(manifest, folder))
@@ -119,7 +119,7 @@ def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str
             if problem := _shard_problem(path, shard):
                 report.problems.append(problem)
                 continue
-            for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            for serialized in record_dataset([str(path)]).as_numpy_iterator():
                 yield split, example_to_record(serialized)
 
 

@@ -28,6 +28,7 @@ from defectscope.data.images import (
 )
 from defectscope.data.layout import Problem
 from defectscope.data.records import iter_records
+from defectscope.data.tfdata import without_autotune_thread
 from defectscope.data.tfrecord_features import (
     IMAGE_CLASS_LABEL,
     IMAGE_ENCODED,
@@ -384,4 +385,4 @@ def create_dataset(
         dataset = dataset.map(lambda image, label, _: (image, label))
     batches = -(-num_examples // batch_size)
     dataset = dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(autotune)
+    return without_autotune_thread(dataset.prefetch(autotune))

@@ -13,6 +13,7 @@ import hashlib
 from defectscope.core.files import DEFAULT_MAX_IMAGE_BYTES, read_regular_file
 from defectscope.data.pipeline import DataSource
 from defectscope.data.splits import SplitItem
+from defectscope.data.tfdata import record_dataset
 from defectscope.data.tfrecord_features import (
     IMAGE_CLASS_LABEL,
     IMAGE_KEY_SHA256,
@@ -29,7 +30,7 @@ def _tfrecord_index(source: DataSource) -> list[tuple[str, int, str]]:
         IMAGE_CLASS_LABEL: tf.io.FixedLenFeature([], tf.int64),
         IMAGE_KEY_SHA256: tf.io.FixedLenFeature([], tf.string),
     }
-    records = tf.data.TFRecordDataset(list(source.files)).map(
+    records = record_dataset(source.files).map(
         lambda serialized: tf.io.parse_single_example(serialized, spec)
     )
     return [

@@ -10,6 +10,7 @@ import numpy as np
 from defectscope.data.discovery import discover_dataset
 from defectscope.data.pipeline import DataSource, create_dataset, is_tfrecord_folder
 from defectscope.data.records import iter_records
+from defectscope.data.tfdata import record_dataset
 from defectscope.data.tfrecord_features import example_to_record
 from defectscope.inference.classifier import Classifier
 from defectscope.inference.explain import peak_location
@@ -21,9 +22,7 @@ def boxes_by_source_id(source: DataSource) -> dict[str, list[Box]]:
     """The VOC boxes of every image of a split, from its TFRecords or its XML files."""
     found: dict[str, list[Box]] = {}
     if is_tfrecord_folder(source.path):
-        import tensorflow as tf
-
-        for serialized in tf.data.TFRecordDataset(list(source.files)).as_numpy_iterator():
+        for serialized in record_dataset(source.files).as_numpy_iterator():
             record = example_to_record(serialized)
             found[record.source_id] = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in record.boxes]
         return found

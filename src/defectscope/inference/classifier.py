@@ -20,6 +20,7 @@ from defectscope.core.errors import ConfigError
 from defectscope.core.tf_import import import_tensorflow_quietly
 from defectscope.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, read_pixels
 from defectscope.data.pipeline import prepare_image_bytes, resize_for_model
+from defectscope.data.tfdata import without_autotune_thread
 from defectscope.inference.backends import Backend, open_backend
 from defectscope.inference.explain import GradCam, keras_model_for
 from defectscope.inference.model_files import ModelLoadError, locate_model, read_metadata
@@ -234,9 +235,29 @@ def stream_images(
     A lazy ``paths`` is consumed as the batches are drawn, with bounded read-ahead; an error
     raised by ``paths`` itself is raised again after the batches read before it.
     """
+    failures: list[BaseException] = []
+    batches = create_image_batches(paths, image_size, batch_size, resize, failures)
+    for names, images, errors in batches:
+        yield (
+            [n.decode("utf-8", "surrogateescape") for n in names.numpy()],
+            images.numpy(),
+            [e.decode("utf-8", "replace") for e in errors.numpy()],
+        )
+    if failures:
+        raise failures[0]
+
+
+def create_image_batches(
+    paths: Iterable[SourceItem | str],
+    image_size: int,
+    batch_size: int,
+    resize: str,
+    failures: list[BaseException],
+):
+    """The dataset behind :func:`stream_images`: batches of ``(paths, images, errors)`` byte
+    strings and float32 pixels; an error raised by ``paths`` ends it and joins ``failures``."""
     import tensorflow as tf
 
-    failures: list[BaseException] = []
     read = _pixel_reader(image_size)
 
     def prepare(path, error):
@@ -253,14 +274,7 @@ def stream_images(
 
     dataset = path_dataset(paths, failures)
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    for names, images, errors in dataset.batch(batch_size).prefetch(2):
-        yield (
-            [n.decode("utf-8", "surrogateescape") for n in names.numpy()],
-            images.numpy(),
-            [e.decode("utf-8", "replace") for e in errors.numpy()],
-        )
-    if failures:
-        raise failures[0]
+    return without_autotune_thread(dataset.batch(batch_size).prefetch(2))
 
 
 def path_dataset(paths: Iterable[SourceItem | str], failures: list[BaseException]):

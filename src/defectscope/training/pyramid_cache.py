@@ -22,6 +22,7 @@ import numpy as np
 from defectscope.core.progress import Progress
 from defectscope.data.detection import CROP_KEEP, CROP_SIDE, create_detection_dataset, crop_seed
 from defectscope.data.pipeline import DataSource
+from defectscope.data.tfdata import without_autotune_thread
 from defectscope.models.detector import split_encoder
 from defectscope.training.config import TrainConfig
 from defectscope.training.features import source_identity, weights_identity
@@ -171,7 +172,7 @@ def cached_batches(
         features = {name: found[name] for name in first.levels}
         return features, {"boxes": found["boxes"], "labels": found["labels"]}
 
-    return tf.data.Dataset.counter().map(structured).prefetch(2)
+    return without_autotune_thread(tf.data.Dataset.counter().map(structured).prefetch(2))
 
 
 def _gather(
