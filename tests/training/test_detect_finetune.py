@@ -122,25 +122,32 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
     """Both budgets go on from one clock, read when the process started, not from the time the
     heads' budget wrote into state.json (which already holds this process's time): counted
     twice, a budgeted NEU-DET run believed 33 minutes spent after 17. The whole detector's
-    budget estimates the end from the heads' cached selection evaluation, kept in state.json."""
+    budget estimates the end from the heads' cached selection evaluation, kept in state.json;
+    the encoder's time per image is measured once for both."""
     import time
 
-    from defectscope.training import detect
+    from defectscope.training import detect, time_budget
 
-    clocks, end_evaluations = [], []
-    create = detect.create_time_budget
+    clocks, end_evaluations, encoder_timings = [], [], []
+    create, time_encoder = detect.create_time_budget, time_budget.encoder_seconds_per_image
 
     def spy(*args, **kwargs):
         clocks.append(kwargs["clock"])
         end_evaluations.append(kwargs.get("end_selection_seconds"))
         return create(*args, **kwargs)
 
+    def timed(detector):
+        encoder_timings.append(time_encoder(detector))
+        return encoder_timings[-1]
+
     monkeypatch.setattr(detect, "create_time_budget", spy)
+    monkeypatch.setattr(time_budget, "encoder_seconds_per_image", timed)
     run = tmp_path / "run"
     started = time.perf_counter()
     train(tiny_detector_config(synthetic_records, run, detect={**FINETUNE, "time_minutes": 600}))
     wall = time.perf_counter() - started
     assert len(clocks) == 2 and clocks[0] == clocks[1] and clocks[0].before == 0.0
+    assert len(encoder_timings) == 1  # both budgets read one timing of the encoder
     state = json.loads((run / "state.json").read_text())
     assert 0 < state["budget_seconds"] <= wall, (state["budget_seconds"], wall)
     assert end_evaluations[0] is None and end_evaluations[1] == state["selection_seconds"] > 0

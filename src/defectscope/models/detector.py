@@ -275,6 +275,17 @@ def compiled_decoder(detector):
     return tf.function(decode)  # one graph per batch size: the decoder needs a fixed batch
 
 
+def compiled_forward(detector):
+    """The detector's raw outputs (box deltas and class logits by name) in inference mode, as
+    one TensorFlow graph that reads the weights at each call (they may be training)."""
+    import tensorflow as tf
+
+    def forward(images):
+        return detector(images, training=False)
+
+    return tf.function(forward, reduce_retracing=True)
+
+
 def per_image(decoded) -> list[tuple]:
     """A decoder's padded batch as ``(boxes, labels, scores)`` per image, padding cut off."""
     import numpy as np

@@ -71,10 +71,10 @@ from defectscope.training.pyramid_cache import (
 from defectscope.training.run_folder import RunFolder, Stage
 from defectscope.training.sources import RunSources
 from defectscope.training.time_budget import (
+    BudgetTiming,
     RunClock,
     after_finetune,
     create_time_budget,
-    encoder_seconds_per_image,
     finetune_reserve,
 )
 
@@ -264,7 +264,7 @@ def train_detector(
     }
     if run.read_state().stage is Stage.CREATED:  # features are cached: a resume trains on
         run.update_state(stage=Stage.HEAD_DONE, feature_seconds=time.perf_counter() - caching)
-    timing = (sources.validation.num_examples, RunClock.of(run, started))
+    timing = BudgetTiming(sources.validation.num_examples, RunClock.of(run, started))
     if run.read_state().stage not in (Stage.TRAINED, Stage.HEADS_TRAINED):
         if not fit[0].boxes().size or not (fit[0].labels() >= 0).any():
             raise ConfigError(f"{config.data}: the training images hold no box to learn from")
@@ -300,28 +300,40 @@ def _tuned_selection(run: RunFolder, config: TrainConfig, sources: RunSources, f
     return selection, mirrored
 
 
-def _finetune_budget(run: RunFolder, config: TrainConfig, detector, sources, timing: tuple):
+def _time_budget(run: RunFolder, config: TrainConfig, timing: BudgetTiming, detector, **phase):
+    """``detect.time_minutes``' callback of the phase being fitted; ``phase`` holds
+    :func:`create_time_budget`'s ``selection_map``, ``results_log`` and the phase's limits."""
+    return create_time_budget(
+        run,
+        config.detect,
+        encoder_seconds=timing.encoder_seconds(detector),
+        validation_count=timing.validation_count,
+        clock=timing.clock,
+        **phase,
+    )
+
+
+def _finetune_budget(run: RunFolder, config: TrainConfig, detector, sources, timing: BudgetTiming):
     """The ``detect.time_minutes`` callback of the whole detector's epochs (None without)."""
     if not config.detect.time_minutes:
         return None
-    validation_count, clock = timing
-    encoder_seconds = encoder_seconds_per_image(detector)
-    selection_count = sources.selection.num_examples
-    return lambda scoring, results: create_time_budget(
+    selection_count, encoder = sources.selection.num_examples, timing.encoder_seconds(detector)
+    return lambda scoring, results: _time_budget(
         run,
-        config.detect,
-        encoder_seconds=encoder_seconds,
+        config,
+        timing,
+        detector,
         selection_map=scoring,
         results_log=results,
-        validation_count=validation_count,
-        clock=clock,
         max_epochs=config.detect.finetune_epochs,
-        reserve=lambda mean_epoch: after_finetune(selection_count, encoder_seconds),
+        reserve=lambda mean_epoch: after_finetune(selection_count, encoder),
         end_selection_seconds=run.read_state().selection_seconds,
     )
 
 
-def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timing: tuple) -> None:
+def _fit_heads(
+    run: RunFolder, config: TrainConfig, detector, data: tuple, timing: BudgetTiming
+) -> None:
     """The epochs: ``data`` holds the fit caches, the selection cache and the class names;
     ``timing`` the validation split's size and the run's clock, for ``detect.time_minutes``.
     The best epoch's detector is saved (the last one when no epoch scored)."""
@@ -342,19 +354,17 @@ def _fit_heads(run: RunFolder, config: TrainConfig, detector, data: tuple, timin
     callbacks = _callbacks(run, config, detector, selection, classes, first)
     scoring = next(c for c in callbacks if isinstance(c, SelectionMap))
     if phase.time_minutes:
-        validation_count, clock = timing
-        encoder_seconds = encoder_seconds_per_image(detector)
+        encoder = timing.encoder_seconds(detector)
         callbacks.append(
-            create_time_budget(
+            _time_budget(
                 run,
-                phase,
-                encoder_seconds=encoder_seconds,
+                config,
+                timing,
+                detector,
                 selection_map=scoring,
                 results_log=next(c for c in callbacks if isinstance(c, ResultsLog)),
-                validation_count=validation_count,
-                clock=clock,
                 reserve=finetune_reserve(
-                    phase.finetune_epochs, fit[0].count, selection.count, encoder_seconds
+                    phase.finetune_epochs, fit[0].count, selection.count, encoder
                 ),
             )
         )

@@ -21,7 +21,11 @@ from defectscope.data.detection import create_detection_dataset, create_mirrored
 from defectscope.data.pipeline import DataSource
 from defectscope.evaluation.detection import coco_metrics
 from defectscope.models.box_loss import create_box_loss
-from defectscope.models.detector import compiled_decoder, register_detector_layers
+from defectscope.models.detector import (
+    compiled_decoder,
+    compiled_forward,
+    register_detector_layers,
+)
 from defectscope.training.callbacks import ChiefBackupAndRestore, ResultsLog, StopOnDivergence
 from defectscope.training.config import TrainConfig
 from defectscope.training.detect_parts import (
@@ -53,28 +57,33 @@ def unfreeze_encoder(detector) -> int:
 
 
 def image_selection_map(
-    detector, decoder, source: DataSource, classes: list[str], size: int, batch_size: int = 32
+    forward, decoder, source: DataSource, classes: list[str], size: int, batch_size: int = 32
 ) -> dict:
-    """COCO mAP of the whole detector on the selection images (the encoder has changed, so
-    cached features no longer stand for them)."""
+    """COCO mAP of the whole detector (``forward``: images -> its raw outputs) on the
+    selection images (the encoder has changed, so cached features no longer stand for them)."""
     found, truth = [], []
     for images, target, _ in create_detection_dataset(source, size, batch_size):
-        raw = {k: np.asarray(v) for k, v in detector(images, training=False).items()}
+        raw = {k: np.asarray(v) for k, v in forward(images).items()}
         found += decode(decoder, raw, size)
         truth += true_boxes(target["boxes"], target["labels"])
     return coco_metrics(truth, found, classes, size)
 
 
 class ImageSelectionMap(SelectionMap):
-    """:class:`SelectionMap` of the whole detector, from the selection images."""
+    """:class:`SelectionMap` of the whole detector, from the selection images, through one
+    compiled forward pass."""
+
+    forward = None
 
     @property
     def count(self) -> int:
         return self.selection.num_examples
 
     def measure(self) -> dict:
+        if self.forward is None:
+            self.forward = compiled_forward(self.model)
         return image_selection_map(
-            self.model, self.decoder, self.selection, self.classes, self.size
+            self.forward, self.decoder, self.selection, self.classes, self.size
         )
 
 

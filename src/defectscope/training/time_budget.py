@@ -72,6 +72,21 @@ class RunClock:
         return self.before + time.perf_counter() - self.started
 
 
+@dataclass
+class BudgetTiming:
+    """What both phases' ``detect.time_minutes`` budgets read: the validation split's size,
+    the run's clock (one per process) and the encoder's seconds per image, timed once."""
+
+    validation_count: int
+    clock: RunClock
+    encoder: float | None = None
+
+    def encoder_seconds(self, detector) -> float:
+        if self.encoder is None:
+            self.encoder = encoder_seconds_per_image(detector)
+        return self.encoder
+
+
 def end_seconds(
     selection_seconds: float, selection_count: int, validation_count: int, encoder_seconds: float
 ) -> float:
