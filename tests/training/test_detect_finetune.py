@@ -43,12 +43,28 @@ def _first_p3(detector, run: Path, size: int) -> np.ndarray:
     return keras.ops.convert_to_numpy(p3(images, training=False))
 
 
+def _optimizer_variables(keras_file: Path) -> int:
+    """How many optimizer variables a saved ``.keras`` file holds."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    found: list[str] = []
+    if "optimizer/vars" in weights:
+        weights["optimizer/vars"].visit(found.append)
+    return len(found)
+
+
 def test_the_whole_detector_trains_after_its_heads_and_the_end_sees_its_encoder(
-    synthetic_records: Path, tiny_detector_run: Path, tmp_path: Path, monkeypatch
+    synthetic_records: Path, tiny_detector_run: Path, tmp_path: Path, monkeypatch, recwarn
 ) -> None:
     """Same seed as the frozen tiny run, so the same initial weights: the encoder's kernels
     changed, its BatchNormalization statistics did not; results.csv holds both phases; the
-    decoding is chosen on selection features of the saved best detector's encoder."""
+    decoding is chosen on selection features of the saved best detector's encoder. The saved
+    detectors carry no Adam state (twice the weights), and no load skipped an optimizer's."""
     from defectscope.training import detect
 
     seen = {}
@@ -85,6 +101,10 @@ def test_the_whole_detector_trains_after_its_heads_and_the_end_sees_its_encoder(
     assert off_tuned < 0.3 * off_initial, (off_tuned, off_initial)
     assert not (run / ".tuned-features").exists()
     assert json.loads((run / "state.json").read_text())["stage"] == "done"
+    for name in ("best", "last"):  # KerasHub's own compile: its step count and learning rate
+        assert _optimizer_variables(run / "weights" / f"{name}.keras") <= 2
+    skipped = [str(w.message) for w in recwarn if "Skipping variable loading" in str(w.message)]
+    assert skipped == []
 
 
 def test_a_run_killed_in_the_whole_detectors_epochs_resumes_at_the_epoch_it_was_in(

@@ -29,7 +29,13 @@ def with_padding_row(truth: dict) -> dict:
     }
 
 
-def save_detector(detector, path) -> None:
+def save_detector(detector, path, without_optimizer: bool = False) -> None:
+    """Save atomically; ``without_optimizer``: a copy without the training optimizer's state
+    (Keras 3 saves it; Adam's is twice the weights, and each load warned it was skipped)."""
+    if without_optimizer:
+        weights = detector.get_weights()
+        detector = type(detector).from_config(detector.get_config())
+        detector.set_weights(weights)
     with atomic_path(path) as temp:
         detector.save(temp)
 
@@ -66,16 +72,18 @@ class BestDetector(BestCheckpoint):
 
     saved = "detector"
 
-    def __init__(self, detector, path: Path, best: tuple, patience: int, wait: int) -> None:
+    def __init__(
+        self, detector, path: Path, best: tuple, patience: int, wait: int, trained: bool = False
+    ) -> None:
         super().__init__(path, best, patience, wait=wait)
-        self.detector = detector
+        self.detector, self.trained = detector, trained  # trained: saved without its optimizer
 
     def score(self, logs: dict | None) -> tuple:
         logs = logs or {}
         return float(logs.get("val_map50", -1.0)), float(logs.get("val_map50_95", -1.0))
 
     def save(self) -> None:
-        save_detector(self.detector, self.path)
+        save_detector(self.detector, self.path, without_optimizer=self.trained)
 
     def describe(self, score: tuple) -> str:
         return f"selection mAP@0.5 {score[0]:.4f}, mAP@0.5:0.95 {score[1]:.4f}"
