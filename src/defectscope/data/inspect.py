@@ -110,7 +110,6 @@ def _shard_problem(path: Path, shard: dict) -> Problem | None:
 
 
 def _tfrecord_records(folder: Path, report: DatasetReport) -> Iterator[tuple[str, ImageRecord]]:
-
     manifest = read_manifest(folder)
     report.problems.extend(_recorded_problems(manifest, folder))
     for split, info in manifest["splits"].items():
