@@ -84,6 +84,7 @@ class BudgetTiming:
     def encoder_seconds(self, detector) -> float:
         if self.encoder is None:
             self.encoder = encoder_seconds_per_image(detector)
+            log.info("time budget: the encoder takes %.1f ms per image", 1000 * self.encoder)
         return self.encoder
 
 
