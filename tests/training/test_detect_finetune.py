@@ -51,10 +51,11 @@ def _optimizer_variables(keras_file: Path) -> int:
     import h5py
 
     with zipfile.ZipFile(keras_file) as archive:
-        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        data = io.BytesIO(archive.read("model.weights.h5"))
     found: list[str] = []
-    if "optimizer/vars" in weights:
-        weights["optimizer/vars"].visit(found.append)
+    with h5py.File(data, "r") as weights:
+        if "optimizer/vars" in weights:
+            weights["optimizer/vars"].visit(found.append)
     return len(found)
 
 

@@ -120,7 +120,7 @@ def finetune_detector(
     results = ResultsLog(run.results_file, PHASE, phase.finetune_epochs)
     callbacks = [
         scoring,
-        BestDetector(detector, run.best_model, best, 0, wait, trained=True),
+        BestDetector(detector, run.best_model, best, 0, wait),
         results,
         ChiefBackupAndRestore(str(run.backup_dir / BACKUP)),
         StopOnDivergence(PHASE, "detect", phase.finetune_learning_rate, "finetune_learning_rate"),
@@ -135,7 +135,7 @@ def finetune_detector(
         shuffle=False,
         verbose=0,
     )
-    save_detector(detector, run.last_model, without_optimizer=True)
+    save_detector(detector, run.last_model)
 
 
 def _training_batches(fit: DataSource, config: TrainConfig, batch: int, first_epoch: int):

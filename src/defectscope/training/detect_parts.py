@@ -29,10 +29,11 @@ def with_padding_row(truth: dict) -> dict:
     }
 
 
-def save_detector(detector, path, without_optimizer: bool = False) -> None:
-    """Save atomically; ``without_optimizer``: a copy without the training optimizer's state
-    (Keras 3 saves it; Adam's is twice the weights, and each load warned it was skipped)."""
-    if without_optimizer:
+def save_detector(detector, path) -> None:
+    """Save atomically, without a training optimizer's state: a detector whose optimizer has
+    trained (is built) is saved as a fresh copy of its weights (Keras 3 saves the state; Adam's
+    is twice the weights, and each later load warned that it skipped it)."""
+    if detector.optimizer is not None and detector.optimizer.built:
         weights = detector.get_weights()
         detector = type(detector).from_config(detector.get_config())
         detector.set_weights(weights)
@@ -72,18 +73,16 @@ class BestDetector(BestCheckpoint):
 
     saved = "detector"
 
-    def __init__(
-        self, detector, path: Path, best: tuple, patience: int, wait: int, trained: bool = False
-    ) -> None:
+    def __init__(self, detector, path: Path, best: tuple, patience: int, wait: int) -> None:
         super().__init__(path, best, patience, wait=wait)
-        self.detector, self.trained = detector, trained  # trained: saved without its optimizer
+        self.detector = detector
 
     def score(self, logs: dict | None) -> tuple:
         logs = logs or {}
         return float(logs.get("val_map50", -1.0)), float(logs.get("val_map50_95", -1.0))
 
     def save(self) -> None:
-        save_detector(self.detector, self.path, without_optimizer=self.trained)
+        save_detector(self.detector, self.path)
 
     def describe(self, score: tuple) -> str:
         return f"selection mAP@0.5 {score[0]:.4f}, mAP@0.5:0.95 {score[1]:.4f}"
