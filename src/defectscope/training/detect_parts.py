@@ -32,8 +32,10 @@ def with_padding_row(truth: dict) -> dict:
 def save_detector(detector, path) -> None:
     """Save atomically, without a training optimizer's state: a detector whose optimizer has
     trained (is built) is saved as a fresh copy of its weights (Keras 3 saves the state; Adam's
-    is twice the weights, and each later load warned that it skipped it)."""
-    if detector.optimizer is not None and detector.optimizer.built:
+    is twice the weights, and each later load warned that it skipped it). A model never
+    compiled has no ``optimizer`` attribute at all."""
+    optimizer = getattr(detector, "optimizer", None)
+    if optimizer is not None and optimizer.built:
         weights = detector.get_weights()
         detector = type(detector).from_config(detector.get_config())
         detector.set_weights(weights)
