@@ -65,7 +65,8 @@ def test_the_whole_detector_trains_after_its_heads_and_the_end_sees_its_encoder(
     """Same seed as the frozen tiny run, so the same initial weights: the encoder's kernels
     changed, its BatchNormalization statistics did not; results.csv holds both phases; the
     decoding is chosen on selection features of the saved best detector's encoder. The saved
-    detectors carry no Adam state (twice the weights), and no load skipped an optimizer's."""
+    detectors carry no Adam state (twice the weights); no load skipped an optimizer's or
+    warned that it did not compile the detector."""
     from defectscope.training import detect
 
     seen = {}
@@ -104,8 +105,9 @@ def test_the_whole_detector_trains_after_its_heads_and_the_end_sees_its_encoder(
     assert json.loads((run / "state.json").read_text())["stage"] == "done"
     for name in ("best", "last"):  # KerasHub's own compile: its step count and learning rate
         assert _optimizer_variables(run / "weights" / f"{name}.keras") <= 2
-    skipped = [str(w.message) for w in recwarn if "Skipping variable loading" in str(w.message)]
-    assert skipped == []
+    loading = ("Skipping variable loading", "`compile()` was not called")
+    warned = [str(w.message) for w in recwarn if str(w.message).startswith(loading)]
+    assert warned == []
 
 
 def test_a_run_killed_in_the_whole_detectors_epochs_resumes_at_the_epoch_it_was_in(
@@ -149,8 +151,9 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
 
     from defectscope.training import detect, time_budget
 
-    clocks, end_evaluations, encoder_timings = [], [], []
+    clocks, end_evaluations, encoder_timings, training_batches = [], [], [], []
     create, time_encoder = detect.create_time_budget, time_budget.encoder_seconds_per_image
+    time_training = time_budget.encoder_training_seconds_per_image
 
     def spy(*args, **kwargs):
         clocks.append(kwargs["clock"])
@@ -161,14 +164,20 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
         encoder_timings.append(time_encoder(detector))
         return encoder_timings[-1]
 
+    def timed_training(detector, batch_size):
+        training_batches.append(batch_size)
+        return time_training(detector, batch_size)
+
     monkeypatch.setattr(detect, "create_time_budget", spy)
     monkeypatch.setattr(time_budget, "encoder_seconds_per_image", timed)
+    monkeypatch.setattr(time_budget, "encoder_training_seconds_per_image", timed_training)
     run = tmp_path / "run"
     started = time.perf_counter()
     train(tiny_detector_config(synthetic_records, run, detect={**FINETUNE, "time_minutes": 600}))
     wall = time.perf_counter() - started
     assert len(clocks) == 2 and clocks[0] == clocks[1] and clocks[0].before == 0.0
     assert len(encoder_timings) == 1  # both budgets read one timing of the encoder
+    assert training_batches == [FINETUNE["batch_size"]]  # the whole epochs' batch, once
     state = json.loads((run / "state.json").read_text())
     assert 0 < state["budget_seconds"] <= wall, (state["budget_seconds"], wall)
     assert end_evaluations[0] is None and end_evaluations[1] == state["selection_seconds"] > 0

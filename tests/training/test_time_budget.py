@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,14 +13,15 @@ import numpy as np
 import pytest
 
 from defectscope.core.errors import ConfigError
+from defectscope.models.detector import create_detector
 from defectscope.training.callbacks import current_learning_rate
 from defectscope.training.config import DetectPhaseConfig, config_from_dict
 from defectscope.training.run_folder import RunFolder
 from defectscope.training.time_budget import (
-    FINETUNE_ENCODER_PASSES,
     RunClock,
     TimeBudget,
     create_time_budget,
+    encoder_training_seconds_per_image,
     end_seconds,
     epochs_that_fit,
     finetune_reserve,
@@ -172,9 +174,24 @@ def test_a_detector_run_out_of_time_stops_after_one_epoch_and_still_finishes(
 
 
 def test_the_heads_budget_keeps_the_whole_detectors_epochs_and_the_features_after_them() -> None:
-    """Each whole-detector epoch: a heads epoch and FINETUNE_ENCODER_PASSES encoder passes over
-    the fit images; then three selection copies through the tuned encoder."""
-    reserve = finetune_reserve(3, fit_count=1000, selection_count=100, encoder_seconds=0.05)
-    per_epoch = 120.0 + FINETUNE_ENCODER_PASSES * 0.05 * 1000
-    assert reserve(120.0) == pytest.approx(3 * per_epoch + 3 * 100 * 0.05)
-    assert finetune_reserve(0, 1000, 100, 0.05)(120.0) == 0.0
+    """Each whole-detector epoch: a heads epoch and the encoder trained on every fit image
+    (its measured forward and backward time); then three selection copies through the tuned
+    encoder's forward pass."""
+    reserve = finetune_reserve(
+        3, fit_count=1000, selection_count=100, encoder_seconds=0.05, encoder_training_seconds=0.2
+    )
+    assert reserve(120.0) == pytest.approx(3 * (120.0 + 0.2 * 1000) + 3 * 100 * 0.05)
+    assert finetune_reserve(0, 1000, 100, 0.05, 0.2)(120.0) == 0.0
+
+
+def test_timing_the_encoders_training_changes_no_weight_and_no_trainable_flag() -> None:
+    """It computes gradients for the frozen encoder's weights without applying them."""
+    detector = create_detector(["a", "b"], image_size=96, max_level=5)
+    encoder = detector.backbone.image_encoder
+    before = [weight.numpy() for weight in encoder.weights]
+    flags = [layer.trainable for layer in encoder.layers]
+    seconds = encoder_training_seconds_per_image(detector, batch_size=2, repeats=1)
+    assert math.isfinite(seconds) and seconds > 0
+    assert [layer.trainable for layer in encoder.layers] == flags
+    for old, weight in zip(before, encoder.weights, strict=True):
+        np.testing.assert_array_equal(old, weight.numpy())

@@ -75,7 +75,6 @@ from defectscope.training.time_budget import (
     RunClock,
     after_finetune,
     create_time_budget,
-    finetune_reserve,
 )
 
 log = logging.getLogger("defectscope.train")
@@ -132,7 +131,7 @@ def choose_decoding(
     ``tta``: the same measured with test-time flips (``mirrored``: the selection's mirrored
     copies). The raw outputs are computed once and decoded once per threshold."""
     register_detector_layers()
-    best = keras.saving.load_model(run.best_model)
+    best = keras.saving.load_model(run.best_model, compile=False)
     trainer = head_trainer(best, config.detect.tune_from_block)
     raws = raw_outputs(trainer, selection)
     true_boxes = truths(selection)
@@ -280,7 +279,7 @@ def train_detector(
     if phase.finetune_epochs:  # the end's choices see the selection set through the tuned encoder
         selection, mirrored = _tuned_selection(run, config, sources, tuned)
     decoding = choose_decoding(run, config, selection, classes, mirrored)
-    last = keras.saving.load_model(run.last_model)  # registered by choose_decoding
+    last = keras.saving.load_model(run.last_model, compile=False)  # registered by choose_decoding
     set_nms_iou(last, decoding["nms_iou"])
     save_detector(last, run.last_model)
     shutil.rmtree(tuned, ignore_errors=True)
@@ -291,7 +290,7 @@ def _tuned_selection(run: RunFolder, config: TrainConfig, sources: RunSources, f
     """The selection set's caches (plain, and mirrored for test-time flips) computed by the
     saved best detector's encoder, in ``folder`` of the run, keyed by that file's content."""
     register_detector_layers()
-    best = keras.saving.load_model(run.best_model)
+    best = keras.saving.load_model(run.best_model, compile=False)
     tuned = dataclasses.replace(config, weights=str(run.best_model), feature_cache=str(folder))
     selection = cache_pyramids(best, sources.selection, tuned, run, "none")
     mirrored = {
@@ -354,7 +353,6 @@ def _fit_heads(
     callbacks = _callbacks(run, config, detector, selection, classes, first)
     scoring = next(c for c in callbacks if isinstance(c, SelectionMap))
     if phase.time_minutes:
-        encoder = timing.encoder_seconds(detector)
         callbacks.append(
             _time_budget(
                 run,
@@ -363,9 +361,7 @@ def _fit_heads(
                 detector,
                 selection_map=scoring,
                 results_log=next(c for c in callbacks if isinstance(c, ResultsLog)),
-                reserve=finetune_reserve(
-                    phase.finetune_epochs, fit[0].count, selection.count, encoder
-                ),
+                reserve=timing.finetune_reserve(detector, phase, fit[0].count, selection.count),
             )
         )
     trainer.fit(  # the batches are shuffled by seed, per epoch: no shuffle by Keras

@@ -87,10 +87,11 @@ class ImageSelectionMap(SelectionMap):
         )
 
 
-def finetune_steps(fit: DataSource, batch_size: int) -> tuple[int, int]:
-    """(batch size, steps per epoch): whole batches, each image at most once per epoch."""
-    batch = max(1, min(batch_size, fit.num_examples))
-    return batch, max(1, fit.num_examples // batch)
+def finetune_steps(fit_count: int, batch_size: int) -> tuple[int, int]:
+    """(batch size, steps per epoch) over ``fit_count`` images: whole batches, each image at
+    most once per epoch."""
+    batch = max(1, min(batch_size, fit_count))
+    return batch, max(1, fit_count // batch)
 
 
 def finetune_detector(
@@ -103,9 +104,9 @@ def finetune_detector(
     :class:`ResultsLog` giving the ``detect.time_minutes`` callback."""
     phase, (fit, selection, classes) = config.detect, data
     register_detector_layers()
-    detector = keras.saving.load_model(run.best_model)
+    detector = keras.saving.load_model(run.best_model, compile=False)  # compiled below
     tuned = unfreeze_encoder(detector)
-    batch, steps = finetune_steps(fit, phase.batch_size)
+    batch, steps = finetune_steps(fit.num_examples, phase.batch_size)
     _compile(detector, config, steps)
     batches = _training_batches(fit, config, batch, run.backup_epoch(BACKUP))
     log.info(

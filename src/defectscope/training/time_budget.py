@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from defectscope.training.detect_finetune import finetune_steps
 from defectscope.training.run_folder import RunFolder
 
 log = logging.getLogger("defectscope.train")
@@ -31,9 +33,6 @@ log = logging.getLogger("defectscope.train")
 # and their average; plus loading and saving the detector and drawing the evaluation's pictures.
 END_SELECTION_EVALUATIONS = 8
 END_FIXED_SECONDS = 30.0
-# an epoch of the whole detector (detect.finetune_epochs) costs about a heads epoch and this
-# many passes of the encoder over the fit images (its backward pass; docs/detection.md)
-FINETUNE_ENCODER_PASSES = 4.5
 # after those epochs the selection images' features are computed again: plain and two mirrors
 RECOMPUTED_SELECTION_COPIES = 3
 
@@ -50,6 +49,38 @@ def encoder_seconds_per_image(detector, batch_size: int = 8, repeats: int = 3) -
     for _ in range(repeats):
         started = time.perf_counter()
         encoder.predict_on_batch(images)
+        timings.append(time.perf_counter() - started)
+    return min(timings) / batch_size
+
+
+def encoder_training_seconds_per_image(detector, batch_size: int, repeats: int = 2) -> float:
+    """The encoder's forward and backward pass per image as the whole detector's epochs
+    train it (BatchNormalization in inference mode, a gradient for every other weight): the
+    fastest of ``repeats`` batches of ``batch_size`` after an untimed one that traces it. The
+    weights are read, never changed, whatever they are set to train."""
+    encoder = detector.backbone.image_encoder
+    weights = [
+        weight.value
+        for layer in encoder.layers
+        if not isinstance(layer, keras.layers.BatchNormalization)
+        for weight in layer.weights
+    ]
+
+    @tf.function
+    def gradients(images):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(weights)
+            outputs = tf.nest.flatten(encoder(images, training=False))
+            total = tf.add_n([tf.reduce_sum(output) for output in outputs])
+        return tape.gradient(total, weights)
+
+    size = int(encoder.image_size)
+    images = tf.zeros((batch_size, size, size, 3), tf.float32)
+    gradients(images)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        gradients(images)
         timings.append(time.perf_counter() - started)
     return min(timings) / batch_size
 
@@ -75,17 +106,43 @@ class RunClock:
 @dataclass
 class BudgetTiming:
     """What both phases' ``detect.time_minutes`` budgets read: the validation split's size,
-    the run's clock (one per process) and the encoder's seconds per image, timed once."""
+    the run's clock (one per process) and the encoder's seconds per image, timed once: its
+    forward pass, and its forward and backward passes when the whole detector trains."""
 
     validation_count: int
     clock: RunClock
     encoder: float | None = None
+    encoder_training: float | None = None
 
     def encoder_seconds(self, detector) -> float:
         if self.encoder is None:
             self.encoder = encoder_seconds_per_image(detector)
             log.info("time budget: the encoder takes %.1f ms per image", 1000 * self.encoder)
         return self.encoder
+
+    def encoder_training_seconds(self, detector, batch_size: int) -> float:
+        if self.encoder_training is None:
+            self.encoder_training = encoder_training_seconds_per_image(detector, batch_size)
+            log.info(
+                "time budget: training the encoder takes %.1f ms per image",
+                1000 * self.encoder_training,
+            )
+        return self.encoder_training
+
+    def finetune_reserve(
+        self, detector, phase, fit_count: int, selection_count: int
+    ) -> Callable[[float], float]:
+        """The heads' budget's reserve for ``phase.finetune_epochs`` of the whole detector
+        (:func:`finetune_reserve`), its encoder's training timed at those epochs' batch size;
+        nothing timed without them."""
+        if not phase.finetune_epochs:
+            return lambda mean_heads_epoch: 0.0
+        batch = finetune_steps(fit_count, phase.batch_size)[0]
+        training = self.encoder_training_seconds(detector, batch)
+        encoder = self.encoder_seconds(detector)
+        return finetune_reserve(
+            phase.finetune_epochs, fit_count, selection_count, encoder, training
+        )
 
 
 def end_seconds(
@@ -100,15 +157,20 @@ def end_seconds(
 
 
 def finetune_reserve(
-    finetune_epochs: int, fit_count: int, selection_count: int, encoder_seconds: float
+    finetune_epochs: int,
+    fit_count: int,
+    selection_count: int,
+    encoder_seconds: float,
+    encoder_training_seconds: float,
 ) -> Callable[[float], float]:
-    """Seconds the whole detector's epochs will take, from the mean heads epoch (the heads'
-    budget keeps them), and the selection features computed again after them."""
+    """Seconds the whole detector's epochs will take (the heads' budget keeps them), each a
+    heads epoch (the mean so far) and the encoder trained on every fit image, and the
+    selection features computed again after them."""
 
     def reserve(mean_heads_epoch: float) -> float:
         if not finetune_epochs:
             return 0.0
-        encoder = FINETUNE_ENCODER_PASSES * encoder_seconds * fit_count
+        encoder = encoder_training_seconds * fit_count
         return finetune_epochs * (mean_heads_epoch + encoder) + after_finetune(
             selection_count, encoder_seconds
         )
