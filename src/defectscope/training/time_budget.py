@@ -39,25 +39,18 @@ RECOMPUTED_SELECTION_COPIES = 3
 
 def encoder_seconds_per_image(detector, batch_size: int = 8, repeats: int = 3) -> float:
     """The image encoder's time per image at the detector's input size: the fastest of
-    ``repeats`` timed batches after an untimed one (which builds the graph), so that a moment
-    of other work on the host does not inflate it."""
+    ``repeats`` timed batches (:func:`fastest_seconds`)."""
     encoder = detector.backbone.image_encoder
     size = int(encoder.image_size)
     images = np.zeros((batch_size, size, size, 3), np.float32)
-    encoder.predict_on_batch(images)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        encoder.predict_on_batch(images)
-        timings.append(time.perf_counter() - started)
-    return min(timings) / batch_size
+    return fastest_seconds(lambda: encoder.predict_on_batch(images), repeats) / batch_size
 
 
 def encoder_training_seconds_per_image(detector, batch_size: int, repeats: int = 2) -> float:
     """The encoder's forward and backward pass per image as the whole detector's epochs
     train it (BatchNormalization in inference mode, a gradient for every other weight): the
-    fastest of ``repeats`` batches of ``batch_size`` after an untimed one that traces it. The
-    weights are read, never changed, whatever they are set to train."""
+    fastest of ``repeats`` batches of ``batch_size`` (:func:`fastest_seconds`). The weights
+    are read, never changed, whatever they are set to train."""
     encoder = detector.backbone.image_encoder
     weights = [
         weight.value
@@ -76,13 +69,19 @@ def encoder_training_seconds_per_image(detector, batch_size: int, repeats: int =
 
     size = int(encoder.image_size)
     images = tf.zeros((batch_size, size, size, 3), tf.float32)
-    gradients(images)
+    return fastest_seconds(lambda: gradients(images), repeats) / batch_size
+
+
+def fastest_seconds(work: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``work`` after an untimed one (which builds
+    its graph), so that a moment of other work on the host does not inflate it."""
+    work()
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
-        gradients(images)
+        work()
         timings.append(time.perf_counter() - started)
-    return min(timings) / batch_size
+    return min(timings)
 
 
 @dataclass(frozen=True)
