@@ -45,14 +45,25 @@ PHASE = "detect-finetune"  # its rows in results.csv
 BACKUP = "finetune"  # its backup folder, inside the run's
 
 
+def tuned_encoder_layers(encoder) -> list:
+    """The encoder layers the whole detector's epochs train: every one with weights except
+    BatchNormalization (kept in inference mode: batches of 16 steel images would drift
+    ImageNet's statistics)."""
+    return [
+        layer
+        for layer in encoder.layers
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
 def unfreeze_encoder(detector) -> int:
-    """Every encoder layer with weights trainable except BatchNormalization (kept in inference
-    mode: batches of 16 steel images would drift ImageNet's statistics); returns the count of
-    trainable encoder weights."""
+    """:func:`tuned_encoder_layers` trainable, every other encoder layer frozen; returns the
+    count of trainable encoder weights."""
     encoder = detector.backbone.image_encoder
+    tuned = {id(layer) for layer in tuned_encoder_layers(encoder)}
     for layer in encoder.layers:
         if layer.weights:
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = id(layer) in tuned
     return sum(int(np.prod(weight.shape)) for weight in encoder.trainable_weights)
 
 

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from defectscope.training.detect_finetune import finetune_steps
+from defectscope.training.detect_finetune import finetune_steps, tuned_encoder_layers
 from defectscope.training.run_folder import RunFolder
 
 log = logging.getLogger("defectscope.train")
@@ -48,16 +48,11 @@ def encoder_seconds_per_image(detector, batch_size: int = 8, repeats: int = 3) -
 
 def encoder_training_seconds_per_image(detector, batch_size: int, repeats: int = 2) -> float:
     """The encoder's forward and backward pass per image as the whole detector's epochs
-    train it (BatchNormalization in inference mode, a gradient for every other weight): the
+    train it (inference mode, a gradient for each weight of :func:`tuned_encoder_layers`): the
     fastest of ``repeats`` batches of ``batch_size`` (:func:`fastest_seconds`). The weights
     are read, never changed, whatever they are set to train."""
     encoder = detector.backbone.image_encoder
-    weights = [
-        weight.value
-        for layer in encoder.layers
-        if not isinstance(layer, keras.layers.BatchNormalization)
-        for weight in layer.weights
-    ]
+    weights = [weight.value for layer in tuned_encoder_layers(encoder) for weight in layer.weights]
 
     @tf.function
     def gradients(images):
