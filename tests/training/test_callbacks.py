@@ -128,13 +128,13 @@ class _Recorder(keras.callbacks.Callback):
 
 def _fit_averaged(momentum: float, backup: Path, crash_at=None, stop_at=None, resumed=False):
     from defectscope.training.callbacks import AveragedWeights, ChiefBackupAndRestore
-    from defectscope.training.detect import _scaled_rate_adam
+    from defectscope.training.detect_parts import scaled_rate_adam
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
     y = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer=_scaled_rate_adam(0.05, [], 1.0, momentum), loss="mse")
+    model.compile(optimizer=scaled_rate_adam(0.05, [], 1.0, momentum), loss="mse")
     recorder = _Recorder(crash_at, stop_at)
     averaged = [AveragedWeights(resumed)] if momentum else []
     callbacks = [*averaged, recorder, ChiefBackupAndRestore(str(backup))]

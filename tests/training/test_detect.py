@@ -140,7 +140,8 @@ def test_tuned_encoder_blocks_train_with_the_heads_at_a_scaled_rate() -> None:
     import numpy as np
 
     from defectscope.models.detector import create_detector
-    from defectscope.training.detect import _scaled_rate_adam, head_trainer
+    from defectscope.training.detect import head_trainer
+    from defectscope.training.detect_parts import scaled_rate_adam
 
     detector = create_detector(["dent", "rust"], image_size=96, weights=None, head_convs=1)
     trainer = head_trainer(detector, tune_from_block=13)
@@ -152,7 +153,7 @@ def test_tuned_encoder_blocks_train_with_the_heads_at_a_scaled_rate() -> None:
     assert any(w is tuned for w in trainer.trainable_weights)
     assert not any(w is frozen for w in trainer.trainable_weights)
     before = {name: keras.ops.convert_to_numpy(w) for name, w in (("tuned", tuned), ("head", head))}
-    trainer.compile(optimizer=_scaled_rate_adam(0.01, [tuned], 0.1))
+    trainer.compile(optimizer=scaled_rate_adam(0.01, [tuned], 0.1))
     rng = np.random.default_rng(0)
     features = {
         name: rng.normal(size=(2, *tensor.shape[1:])).astype(np.float32)

@@ -193,8 +193,45 @@ def test_a_budgeted_run_counts_its_time_once_across_both_phases(
         ("finetune_learning_rate", 0),
         ("finetune_learning_rate", float("nan")),
         ("finetune_learning_rate", "fast"),
+        ("finetune_heads_learning_rate", 0),
+        ("finetune_heads_learning_rate", -1e-3),
+        ("finetune_heads_learning_rate", "fast"),
     ],
 )
 def test_finetune_settings_repeat_the_bad_value(setting: str, bad) -> None:
     with pytest.raises(ConfigError, match=f"detect.{setting} must be .*got {bad!r}"):
         config_from_dict({"task": "detect", "detect": {setting: bad}})
+
+
+@pytest.mark.parametrize(("heads_rate", "expected_head_step"), [(None, 1e-3), (1e-2, 1e-2)])
+def test_the_heads_can_train_faster_than_the_encoder_in_the_whole_detectors_epochs(
+    heads_rate, expected_head_step: float
+) -> None:
+    """Adam's first step is the learning rate itself for any gradient well above its epsilon:
+    the encoder moves by ``finetune_learning_rate``, the heads by
+    ``finetune_heads_learning_rate`` (the encoder's when unset)."""
+    import keras
+
+    from defectscope.models.detector import create_detector
+    from defectscope.training.detect_finetune import _compile, unfreeze_encoder
+
+    detector = create_detector(["dent", "rust"], image_size=96, weights=None, head_convs=1)
+    unfreeze_encoder(detector)
+    rates = {"finetune_learning_rate": 1e-3, "finetune_heads_learning_rate": heads_rate}
+    config = config_from_dict(
+        {"task": "detect", "image_size": 96, "detect": {"finetune_epochs": 1, **rates}}
+    )
+    _compile(detector, config, steps=1)  # no warm-up: the first step is at the peak
+    kernels = {
+        "encoder": detector.backbone.image_encoder.get_layer("block13_sepconv1").pointwise_kernel,
+        "head": detector.classification_head.prediction_layer.kernel,
+    }
+    before = {name: keras.ops.convert_to_numpy(w) for name, w in kernels.items()}
+    detector.optimizer.build(detector.trainable_variables)
+    detector.optimizer.apply_gradients([(keras.ops.ones(w.shape), w) for w in kernels.values()])
+    step = {
+        name: np.abs(keras.ops.convert_to_numpy(w) - before[name]).max()
+        for name, w in kernels.items()
+    }
+    np.testing.assert_allclose(step["encoder"], 1e-3, rtol=0.01)
+    np.testing.assert_allclose(step["head"], expected_head_step, rtol=0.01)

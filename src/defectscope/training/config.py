@@ -126,6 +126,9 @@ class DetectPhaseConfig:
     # it beats the best so far on the selection set; 0: the encoder stays as ImageNet left it
     finetune_epochs: int = 0
     finetune_learning_rate: float = 1e-4  # peak of its cosine schedule (half an epoch warm-up)
+    # the pyramid's and heads' peak rate in those epochs (the encoder keeps the rate above);
+    # None: the same as the encoder's
+    finetune_heads_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         first, last = FIRST_TUNABLE_BLOCK, LAST_TUNABLE_BLOCK
@@ -174,10 +177,13 @@ class DetectPhaseConfig:
             raise ConfigError(
                 f"detect.finetune_epochs must be a whole number >= 0 (0: off), got {epochs!r}"
             )
-        rate = self.finetune_learning_rate
-        number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
-        if not number or not 0 < rate < math.inf:
-            raise ConfigError(f"detect.finetune_learning_rate must be > 0, got {rate!r}")
+        for name in ("finetune_learning_rate", "finetune_heads_learning_rate"):
+            rate = getattr(self, name)
+            number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+            if (rate is not None or name == "finetune_learning_rate") and (
+                not number or not 0 < rate < math.inf
+            ):
+                raise ConfigError(f"detect.{name} must be > 0, got {rate!r}")
         minutes = self.time_minutes
         number = isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
         if not number or not 0 <= minutes < math.inf:

@@ -53,6 +53,7 @@ from defectscope.training.detect_parts import (
     SelectionMap,
     history_best,
     save_detector,
+    scaled_rate_adam,
     with_padding_row,
 )
 from defectscope.training.detect_selection import (
@@ -199,40 +200,13 @@ def _compile(trainer, detector, config: TrainConfig, steps: int) -> None:
     )
     encoder_weights = {id(w) for w in detector.backbone.image_encoder.weights}
     slower = [w for w in trainer.trainable_weights if id(w) in encoder_weights]
-    optimizer = _scaled_rate_adam(schedule, slower, phase.encoder_rate_scale, phase.ema_momentum)
+    optimizer = scaled_rate_adam(schedule, slower, phase.encoder_rate_scale, phase.ema_momentum)
     # the trainer's loss is the detector's: its losses are set here
     box_loss, box_weight = create_box_loss(phase.box_loss, detector, phase.box_loss_beta)
     detector.compile(
         box_loss=box_loss, loss_weights={"bbox_regression": box_weight, "cls_logits": 1.0}
     )
     trainer.compile(optimizer=optimizer)
-
-
-def _scaled_rate_adam(schedule, slower: list, scale: float, ema_momentum: float = 0.0):
-    """Adam whose steps on the ``slower`` variables (pretrained encoder blocks) use ``scale``
-    times the learning rate: Keras 3 has no per-variable rates, and scaling their gradients
-    would not do it (Adam's steps do not depend on the gradients' scale).
-
-    ``ema_momentum`` > 0 keeps Keras' moving average of the weights; :class:`AveragedWeights`
-    puts it into the model at every epoch's end, so the average is there when training ends
-    and Keras' final overwrite (with what is then the raw weights) is skipped."""
-
-    class ScaledRateAdam(keras.optimizers.Adam):
-        def build(self, variables) -> None:
-            super().build(variables)
-            self._slower = {self._var_key(variable) for variable in slower}
-
-        def update_step(self, gradient, variable, learning_rate):
-            if self._var_key(variable) in self._slower:
-                learning_rate = learning_rate * scale
-            super().update_step(gradient, variable, learning_rate)
-
-        def finalize_variable_values(self, var_list) -> None:
-            pass  # the averaged weights are in the model already (AveragedWeights)
-
-    return ScaledRateAdam(
-        schedule, global_clipnorm=10.0, use_ema=ema_momentum > 0, ema_momentum=ema_momentum
-    )
 
 
 def detector_classes(classes: list[str]) -> list[str]:

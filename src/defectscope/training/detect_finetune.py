@@ -33,6 +33,7 @@ from defectscope.training.detect_parts import (
     SelectionMap,
     history_best,
     save_detector,
+    scaled_rate_adam,
     with_padding_row,
 )
 from defectscope.training.detect_selection import decode, true_boxes
@@ -166,19 +167,23 @@ def _training_batches(fit: DataSource, config: TrainConfig, batch: int, first_ep
 
 def _compile(detector, config: TrainConfig, steps: int) -> None:
     """Adam on every trainable weight: half an epoch of warm-up to
-    ``detect.finetune_learning_rate``, then a cosine to zero at the last epoch; the box and
+    ``detect.finetune_heads_learning_rate`` (the encoder's steps scaled to
+    ``detect.finetune_learning_rate``), then a cosine to zero at the last epoch; the box and
     class losses of the heads' phase."""
     phase = config.detect
     warmup = steps // 2
+    heads_rate = phase.finetune_heads_learning_rate or phase.finetune_learning_rate
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
         decay_steps=max(1, steps * phase.finetune_epochs - warmup),
-        warmup_target=phase.finetune_learning_rate,
+        warmup_target=heads_rate,
         warmup_steps=warmup,
     )
+    encoder = detector.backbone.image_encoder.trainable_weights
+    optimizer = scaled_rate_adam(schedule, encoder, phase.finetune_learning_rate / heads_rate)
     box_loss, box_weight = create_box_loss(phase.box_loss, detector, phase.box_loss_beta)
     detector.compile(
-        optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0),
+        optimizer=optimizer,
         box_loss=box_loss,
         loss_weights={"bbox_regression": box_weight, "cls_logits": 1.0},
     )

@@ -1,6 +1,6 @@
 """Pieces both phases of detector training use: the padded targets of KerasHub's loss, the
-atomic save, the selection set's mAP after each epoch, the best-checkpoint callback and the best
-score of the epochs already run."""
+atomic save, the selection set's mAP after each epoch, the best-checkpoint callback, the best
+score of the epochs already run and Adam with a slower rate for the pretrained encoder."""
 
 from __future__ import annotations
 
@@ -100,3 +100,30 @@ def history_best(
         (float(r["selection_map50"] or -1), float(r["selection_map50_95"] or -1)) for r in rows
     ]
     return best_so_far([(-1.0, -1.0), *scores])  # before the first epoch: no score
+
+
+def scaled_rate_adam(schedule, slower: list, scale: float, ema_momentum: float = 0.0):
+    """Adam whose steps on the ``slower`` variables (the pretrained encoder's) use ``scale``
+    times the learning rate: Keras 3 has no per-variable rates, and scaling their gradients
+    would not do it (Adam's steps do not depend on the gradients' scale).
+
+    ``ema_momentum`` > 0 keeps Keras' moving average of the weights; :class:`AveragedWeights`
+    puts it into the model at every epoch's end, so the average is there when training ends
+    and Keras' final overwrite (with what is then the raw weights) is skipped."""
+
+    class ScaledRateAdam(keras.optimizers.Adam):
+        def build(self, variables) -> None:
+            super().build(variables)
+            self._slower = {self._var_key(variable) for variable in slower}
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in self._slower:
+                learning_rate = learning_rate * scale
+            super().update_step(gradient, variable, learning_rate)
+
+        def finalize_variable_values(self, var_list) -> None:
+            pass  # the averaged weights are in the model already (AveragedWeights)
+
+    return ScaledRateAdam(
+        schedule, global_clipnorm=10.0, use_ema=ema_momentum > 0, ema_momentum=ema_momentum
+    )
