@@ -179,10 +179,10 @@ class DetectPhaseConfig:
             )
         for name in ("finetune_learning_rate", "finetune_heads_learning_rate"):
             rate = getattr(self, name)
+            if rate is None and name == "finetune_heads_learning_rate":
+                continue  # unset: the encoder's rate
             number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
-            if (rate is not None or name == "finetune_learning_rate") and (
-                not number or not 0 < rate < math.inf
-            ):
+            if not number or not 0 < rate < math.inf:
                 raise ConfigError(f"detect.{name} must be > 0, got {rate!r}")
         minutes = self.time_minutes
         number = isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
